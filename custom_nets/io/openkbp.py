@@ -1,0 +1,245 @@
+"""OpenKBP's official CSV format: read patients (folders or ``.tar.xz`` archives), write submissions.
+
+Axis convention of the OpenKBP grid (128 x 128 x 128, C order, flat index = i*16384 + j*128 + k):
+axis 0 runs anterior -> posterior, axis 1 runs patient right -> left, axis 2 runs head -> feet, i.e. the
+grid is (y, x, -z) in DICOM patient coordinates and its nibabel axis codes are ``("P", "L", "I")``. The
+affine written to NIfTI encodes exactly that (RAS world, grid centre at the origin: OpenKBP does not
+publish absolute positions), so 3D Slicer shows the anatomy the right way up. The test suite checks the
+convention on real patients (mandible anterior of the cord, brainstem above it, left parotid on the left).
+
+CT values are clipped to 0..4095 and shifted by -1024 to Hounsfield units, as the data description asks.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from custom_nets.io.atomic import atomic_file
+from custom_nets.io.canonical import CaseError, DoseCase, write_case
+from custom_nets.profiles import OPENKBP
+
+__all__ = [
+    "OPENKBP_SHAPE",
+    "OPENKBP_AXCODES",
+    "openkbp_affine",
+    "parse_sparse_csv",
+    "case_from_openkbp_files",
+    "read_openkbp_patient",
+    "iter_openkbp_patients",
+    "convert_openkbp",
+    "read_sparse_dose_csv",
+    "to_openkbp_grid",
+    "write_submission_csv",
+]
+
+OPENKBP_SHAPE = (128, 128, 128)
+OPENKBP_AXCODES = ("P", "L", "I")
+_AXIS_DIRECTIONS_RAS = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]).T  # columns: P, L, I
+_REQUIRED = ("ct.csv", "possible_dose_mask.csv", "voxel_dimensions.csv")
+_PATIENT_RE = re.compile(r"^pt_\d+$")
+
+
+def openkbp_affine(spacing_mm: tuple[float, float, float], shape: tuple[int, int, int] = OPENKBP_SHAPE) -> np.ndarray:
+    """4x4 RAS affine of the OpenKBP grid with the given voxel size along axes 0, 1, 2 (mm)."""
+    affine = np.eye(4)
+    affine[:3, :3] = _AXIS_DIRECTIONS_RAS * np.asarray(spacing_mm, dtype=float)
+    affine[:3, 3] = -affine[:3, :3] @ ((np.asarray(shape) - 1) / 2.0)
+    return affine
+
+
+def parse_sparse_csv(text: bytes | str, name: str = "<csv>", with_values: bool = True,
+                     size: int = int(np.prod(OPENKBP_SHAPE))) -> tuple[np.ndarray, np.ndarray | None]:
+    """Parse an OpenKBP sparse CSV (header ``,data`` then ``flat_index,value``).
+
+    Returns flat indices (int64) and, if ``with_values``, float64 values. Mask files leave values empty.
+    Raises ``ValueError`` naming ``name`` on a bad header, a bad row, an out-of-range or repeated index,
+    or a non-finite value.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("ascii")
+    lines = text.split("\n")
+    if not lines or lines[0].strip().replace(" ", "") not in (",data", "index,data"):
+        raise ValueError(f"{name}: expected the header ',data', got {lines[0][:40]!r}")
+    body = [line for line in lines[1:] if line.strip()]
+    try:
+        pairs = [line.split(",", 1) for line in body]
+        indices = np.array([int(float(p[0])) for p in pairs], dtype=np.int64)
+        values = np.array([float(p[1]) for p in pairs], dtype=np.float64) if with_values else None
+    except (ValueError, IndexError) as err:
+        raise ValueError(f"{name}: unreadable row ({err})") from err
+    if indices.size and (indices.min() < 0 or indices.max() >= size):
+        raise ValueError(f"{name}: flat index out of range 0..{size - 1} (min {indices.min()}, max {indices.max()})")
+    if np.unique(indices).size != indices.size:
+        raise ValueError(f"{name}: repeated flat indices")
+    if values is not None and not np.all(np.isfinite(values)):
+        raise ValueError(f"{name}: non-finite values")
+    return indices, values
+
+
+def _dense(indices: np.ndarray, values: np.ndarray | float, dtype: type) -> np.ndarray:
+    volume = np.zeros(int(np.prod(OPENKBP_SHAPE)), dtype=dtype)
+    volume[indices] = values
+    return volume.reshape(OPENKBP_SHAPE)
+
+
+def case_from_openkbp_files(case_id: str, files: dict[str, bytes], source: str = "") -> DoseCase:
+    """Build a :class:`DoseCase` from the CSV files of one OpenKBP patient (file name -> content)."""
+    where = source or case_id
+    for required in _REQUIRED:
+        if required not in files:
+            raise CaseError(case_id, f"{where}/{required}", "file is missing")
+    known = {f"{s}.csv" for s in OPENKBP.structures} | {"ct.csv", "dose.csv", "possible_dose_mask.csv",
+                                                        "voxel_dimensions.csv"}
+    unknown = sorted(set(files) - known)
+    if unknown:
+        raise CaseError(case_id, f"{where}/{unknown[0]}",
+                        f"unknown file(s) {unknown}; OpenKBP structures are {list(OPENKBP.structures)}")
+
+    def parse(name: str, with_values: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        try:
+            return parse_sparse_csv(files[name], f"{where}/{name}", with_values)
+        except ValueError as err:
+            raise CaseError(case_id, f"{where}/{name}", str(err)) from err
+
+    try:
+        spacing = np.loadtxt(io.BytesIO(files["voxel_dimensions.csv"]), dtype=float).reshape(-1)
+    except ValueError as err:
+        raise CaseError(case_id, f"{where}/voxel_dimensions.csv", f"unreadable: {err}") from err
+    if spacing.shape != (3,) or not np.all(spacing > 0):
+        raise CaseError(case_id, f"{where}/voxel_dimensions.csv", f"expected 3 positive spacings, got {spacing}")
+
+    idx, raw = parse("ct.csv", True)
+    ct_hu = np.full(OPENKBP_SHAPE, -1024, np.int16)  # voxels absent from ct.csv hold raw value 0
+    ct_hu.reshape(-1)[idx] = np.clip(raw, 0, 4095) - 1024
+    possible = _dense(parse("possible_dose_mask.csv", False)[0], True, bool)
+    dose = None
+    if "dose.csv" in files:
+        idx, values = parse("dose.csv", True)
+        dose = _dense(idx, values, np.float32)
+    structures = {}
+    for name in OPENKBP.structures:
+        if f"{name}.csv" in files:
+            idx = parse(f"{name}.csv", False)[0]
+            if idx.size == 0:
+                raise CaseError(case_id, f"{where}/{name}.csv", "structure file lists no voxel")
+            structures[name] = _dense(idx, True, bool)
+    prescriptions = {t: OPENKBP.targets[t] for t in OPENKBP.targets if t in structures}
+    return DoseCase(case_id=case_id, profile=OPENKBP.name, affine=openkbp_affine(tuple(spacing)), ct_hu=ct_hu,
+                    possible_dose_mask=possible, structures=structures, prescriptions_gy=prescriptions,
+                    dose_gy=dose, source=source)
+
+
+def read_openkbp_patient(folder: str | Path) -> DoseCase:
+    """Read one unpacked OpenKBP patient folder (``pt_N/``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"OpenKBP patient folder {folder} does not exist")
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.suffix == ".csv"}
+    return case_from_openkbp_files(folder.name, files, source=str(folder))
+
+
+def iter_openkbp_patients(source: str | Path) -> Iterator[tuple[str, dict[str, bytes], str]]:
+    """Yield ``(case_id, files, origin)`` for every patient of a folder or a ``.tar.xz`` archive.
+
+    A folder may hold ``pt_N/`` folders directly or be one patient folder. Archives are streamed (never
+    unpacked to disk); a patient's files must be contiguous in the archive, as they are in OpenKBP's.
+    """
+    source = Path(source)
+    if source.is_dir():
+        folders = [source] if _PATIENT_RE.match(source.name) else [p for p in source.iterdir()
+                                                                     if p.is_dir() and _PATIENT_RE.match(p.name)]
+        for folder in sorted(folders, key=lambda p: int(p.name[3:])):
+            files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.suffix == ".csv"}
+            yield folder.name, files, str(folder)
+        return
+    if not source.is_file():
+        raise FileNotFoundError(f"OpenKBP source {source} is neither a folder nor an archive")
+    current: str | None = None
+    files: dict[str, bytes] = {}
+    seen: set[str] = set()
+    with tarfile.open(source, "r|*") as archive:
+        for member in archive:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) < 2 or not _PATIENT_RE.match(parts[-2]):
+                continue
+            patient = parts[-2]
+            if patient != current:
+                if current is not None:
+                    yield current, files, f"{source}:{current}"
+                if patient in seen:
+                    raise ValueError(f"{source}: files of {patient} are not contiguous in the archive")
+                seen.add(patient)
+                current, files = patient, {}
+            handle = archive.extractfile(member)
+            assert handle is not None
+            files[parts[-1]] = handle.read()
+        if current is not None:
+            yield current, files, f"{source}:{current}"
+
+
+def convert_openkbp(source: str | Path, out_dir: str | Path,
+                    progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Convert every patient of ``source`` (folder or archive) into canonical case folders under ``out_dir``.
+
+    Returns the written case folders in the order read. ``progress`` is called with each case id.
+    """
+    out_dir = Path(out_dir)
+    written = []
+    for case_id, files, origin in iter_openkbp_patients(source):
+        case = case_from_openkbp_files(case_id, files, source=origin)
+        written.append(write_case(case, out_dir / case_id))
+        if progress is not None:
+            progress(case_id)
+    if not written:
+        raise ValueError(f"{source}: no OpenKBP patient (pt_N folder) found")
+    return written
+
+
+def read_sparse_dose_csv(path: str | Path) -> np.ndarray:
+    """Dense float64 dose (128^3, Gy) of an OpenKBP dose or submission CSV."""
+    path = Path(path)
+    indices, values = parse_sparse_csv(path.read_bytes(), str(path))
+    volume = np.zeros(int(np.prod(OPENKBP_SHAPE)), dtype=np.float64)
+    volume[indices] = values
+    return volume.reshape(OPENKBP_SHAPE)
+
+
+def to_openkbp_grid(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Reorient a volume with a RAS ``affine`` to OpenKBP's (P, L, I) array layout."""
+    current = nib.orientations.io_orientation(affine)
+    wanted = nib.orientations.axcodes2ornt(OPENKBP_AXCODES)
+    transform = nib.orientations.ornt_transform(current, wanted)
+    out = nib.orientations.apply_orientation(np.asarray(volume), transform)
+    if out.shape != OPENKBP_SHAPE:
+        raise ValueError(f"volume of shape {out.shape} is not on the OpenKBP grid {OPENKBP_SHAPE}")
+    return out
+
+
+def write_submission_csv(dose_gy: np.ndarray, possible_dose_mask: np.ndarray, path: str | Path) -> Path:
+    """Write a dose on the OpenKBP grid as an official submission CSV (``pt_N.csv``).
+
+    Every voxel of the possible-dose mask is listed (as in OpenKBP's own ``dose.csv``), in ascending flat
+    index order; the dose outside the mask is dropped, i.e. zero. Values are the shortest decimal that
+    reads back as the same float32.
+    """
+    dose_gy = np.asarray(dose_gy)
+    if dose_gy.shape != OPENKBP_SHAPE or possible_dose_mask.shape != OPENKBP_SHAPE:
+        raise ValueError(f"{path}: dose and mask must be on the OpenKBP grid {OPENKBP_SHAPE}, "
+                         f"got {dose_gy.shape} and {possible_dose_mask.shape}")
+    if not np.all(np.isfinite(dose_gy)):
+        raise ValueError(f"{path}: dose contains NaN or infinite values")
+    if dose_gy.min() < 0:
+        raise ValueError(f"{path}: dose has negative values (min {dose_gy.min():g} Gy)")
+    indices = np.flatnonzero(possible_dose_mask.reshape(-1))
+    values = dose_gy.reshape(-1)[indices].astype(np.float32).astype(str)
+    text = ",data\n" + "".join(f"{i},{v}\n" for i, v in zip(indices.tolist(), values.tolist()))
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
