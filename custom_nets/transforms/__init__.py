@@ -1,0 +1,8 @@
+"""MONAI dictionary transforms for dose prediction (loading, channels, augmentation)."""
+
+from custom_nets.transforms.augment import RandAxialRotateTranslated
+from custom_nets.transforms.channels import DoseMasksd, MergePTVd, ScaleDosed, dose_masks, merge_ptv
+from custom_nets.transforms.load import CASE_KEYS, LoadDoseCased
+
+__all__ = ["CASE_KEYS", "DoseMasksd", "LoadDoseCased", "MergePTVd", "RandAxialRotateTranslated", "ScaleDosed",
+           "dose_masks", "merge_ptv"]

@@ -1,0 +1,70 @@
+"""The cascade paper's spatial augmentation that MONAI has no ready transform for.
+
+MONAI's ``RandFlipd`` covers the random flips; its ``RandAffined`` draws continuous angles, while the paper
+rotates about the axial axis by multiples of 40 degrees, so this transform draws the multiple and the
+translation and applies one MONAI ``Affine`` to every key (nearest for masks, linear for CT and dose).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import Affine, MapTransform, RandomizableTransform
+from monai.utils import ensure_tuple_rep
+
+__all__ = ["RandAxialRotateTranslated"]
+
+
+class RandAxialRotateTranslated(RandomizableTransform, MapTransform):
+    """Rotate about the axial (last spatial) axis by ``k * angle_step_deg`` and translate, identically for all keys.
+
+    Expects channel-first 3D tensors whose last spatial axis is superior-inferior (``Orientationd`` to RAS).
+
+    Args:
+        keys: keys to transform together (CT, dose, masks, prior dose...).
+        mode: interpolation per key (``"nearest"`` for masks, ``"bilinear"`` for CT and dose) or one for all.
+        prob: probability of applying the transform.
+        angle_step_deg: rotation angles are multiples of this (paper: 40).
+        max_translation_voxels: translations are drawn uniformly in +- this, per axis of ``translation_axes``.
+        translation_axes: spatial axes to translate along (default: all three).
+        padding_mode: how voxels moved in from outside are filled (``"border"`` repeats the edge: air for CT,
+            zero for dose and masks at a field-of-view edge).
+    """
+
+    def __init__(self, keys: KeysCollection, mode: str | Sequence[str] = "bilinear", prob: float = 0.5,
+                 angle_step_deg: float = 40.0, max_translation_voxels: float = 20.0,
+                 translation_axes: Sequence[int] = (0, 1, 2), padding_mode: str = "border",
+                 allow_missing_keys: bool = True) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.mode = ensure_tuple_rep(mode, len(self.keys))
+        self.angle_step_deg = float(angle_step_deg)
+        self.max_translation_voxels = float(max_translation_voxels)
+        self.translation_axes = tuple(translation_axes)
+        self.padding_mode = padding_mode
+        self.angle_rad = 0.0
+        self.translation = np.zeros(3)
+
+    def randomize(self, data: object = None) -> None:
+        super().randomize(None)
+        if not self._do_transform:
+            return
+        n_steps = max(1, int(round(360.0 / self.angle_step_deg)))
+        self.angle_rad = float(np.deg2rad(self.R.randint(n_steps) * self.angle_step_deg))
+        self.translation = np.zeros(3)
+        for axis in self.translation_axes:
+            self.translation[axis] = self.R.uniform(-self.max_translation_voxels, self.max_translation_voxels)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        affine = Affine(rotate_params=(0.0, 0.0, self.angle_rad), translate_params=self.translation.tolist(),
+                        padding_mode=self.padding_mode, image_only=True)
+        for key, mode in self.key_iterator(d, self.mode):
+            d[key] = affine(d[key], mode=mode)
+        return d

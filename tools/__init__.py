@@ -1,0 +1,1 @@
+"""Thin command lines (python-fire) over ``custom_nets``; run ``dosepred --help``."""

@@ -1,0 +1,29 @@
+"""``dosepred``: the project's command line.
+
+    dosepred quickstart                      # phantoms -> (train -> predict -> evaluate) on CPU
+    dosepred phantoms generate --profile lung --out data/phantoms
+    dosepred phantoms previews data/phantoms/datalist.json
+    dosepred openkbp convert <train-pats.tar.xz> <validation-pats.tar.xz> --out data/openkbp
+    dosepred openkbp export <pred.nii.gz> <case folder> <pt_N.csv>
+"""
+
+from __future__ import annotations
+
+import fire
+
+from tools import openkbp, phantoms, quickstart
+
+
+def main() -> None:
+    fire.Fire(
+        {
+            "quickstart": quickstart.run,
+            "phantoms": {"generate": phantoms.generate, "previews": phantoms.previews},
+            "openkbp": {"convert": openkbp.convert, "export": openkbp.export},
+        },
+        name="dosepred",
+    )
+
+
+if __name__ == "__main__":
+    main()

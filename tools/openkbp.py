@@ -1,0 +1,66 @@
+"""OpenKBP: convert the official CSV layout to canonical cases, export predictions as submission CSVs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from tqdm import tqdm
+
+from custom_nets.io.canonical import read_case
+from custom_nets.io.datalist import SPLITS, write_datalist
+from custom_nets.io.openkbp import convert_openkbp, to_openkbp_grid, write_submission_csv
+
+
+def _split_of(source: Path) -> str:
+    name = source.name.lower()
+    for word, split in (("valid", "validation"), ("test", "test"), ("train", "training")):
+        if word in name:
+            return split
+    raise ValueError(f"cannot tell the split of {source} from its name; pass split=training|validation|test")
+
+
+def convert(*sources: str, out: str = "data/openkbp", split: str | None = None) -> str:
+    """Convert OpenKBP folders or .tar.xz archives into canonical cases under OUT and write OUT/datalist.json.
+
+    Each source's split comes from its name (train-pats -> training, validation-pats -> validation) unless
+    --split is given. Example:
+        dosepred openkbp convert ../shared/data/openkbp/train-pats.tar.xz \
+            ../shared/data/openkbp/validation-pats.tar.xz --out data/openkbp
+    """
+    if not sources:
+        raise ValueError("name at least one OpenKBP folder or archive")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    out_dir = Path(out)
+    splits: dict[str, list[Path]] = {}
+    start = time.perf_counter()
+    for source in map(Path, sources):
+        source_split = split or _split_of(source)
+        with tqdm(desc=f"{source.name} -> {source_split}", unit="patient") as bar:
+            cases = convert_openkbp(source, out_dir / "cases", progress=lambda cid: (bar.set_postfix_str(cid),
+                                                                                       bar.update()))
+        splits.setdefault(source_split, []).extend(cases)
+    datalist = write_datalist(out_dir / "datalist.json", "openkbp", splits)
+    counts = ", ".join(f"{k}: {len(v)}" for k, v in splits.items())
+    print(f"converted {sum(map(len, splits.values()))} patients ({counts}) in {time.perf_counter() - start:.1f} s")
+    print(f"datalist: {datalist}")
+    return str(datalist)
+
+
+def export(prediction: str, case: str, out: str) -> str:
+    """Write a predicted dose NIfTI (Gy, any orientation, on the case's grid) as an OpenKBP submission CSV.
+
+    CASE is the canonical case folder (its possible-dose mask decides which voxels are written).
+    """
+    case_data = read_case(case, "openkbp", with_dose=False)
+    image = nib.load(prediction)
+    if not np.allclose(to_openkbp_grid(np.zeros(image.shape), image.affine).shape, case_data.shape):
+        raise ValueError(f"{prediction}: shape {image.shape} is not the case's grid {case_data.shape}")
+    dose = to_openkbp_grid(np.asanyarray(image.dataobj).astype(np.float32), image.affine)
+    mask = to_openkbp_grid(case_data.possible_dose_mask, case_data.affine)
+    path = write_submission_csv(dose, mask, out)
+    print(f"wrote {path}")
+    return str(path)
