@@ -9,12 +9,22 @@
 
 from __future__ import annotations
 
+import sys
+
 import fire
 
 from tools import openkbp, phantoms, quickstart
 
 
 def main() -> None:
+    try:
+        _fire()
+    except (ValueError, FileNotFoundError, KeyError) as err:  # bad input: say what, without a traceback
+        print(f"dosepred: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _fire() -> None:
     fire.Fire(
         {
             "quickstart": quickstart.run,

@@ -13,8 +13,9 @@ from custom_nets.phantoms import generate_phantom_dataset
 
 def _shape(shape: int | str | tuple | list) -> tuple[int, int, int]:
     if isinstance(shape, int):
-        return (shape, shape, shape)
-    values = tuple(int(s) for s in (shape.split(",") if isinstance(shape, str) else shape))
+        values: tuple[int, ...] = (shape, shape, shape)
+    else:
+        values = tuple(int(s) for s in (shape.split(",") if isinstance(shape, str) else shape))
     if len(values) != 3 or min(values) < 16:
         raise ValueError(f"shape must be three sizes >= 16 (e.g. 64,64,64), got {shape!r}")
     return values  # type: ignore[return-value]

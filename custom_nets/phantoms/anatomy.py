@@ -84,10 +84,11 @@ def thorax(shape: tuple[int, int, int], rng: np.random.Generator, prescriptions_
     lung_r = _ellipsoid(axes, (78, 5, 0), lung_radii) & body  # +x is the patient's right
     lung_l = _ellipsoid(axes, (-80, 5, 0), lung_radii * np.array([0.95, 1.0, 1.0])) & body
     heart = _ellipsoid(axes, (-22, 42, -45), (rng.uniform(45, 55), rng.uniform(40, 48), 50)) & body
+    thin = 0.75 * max(spacing[:2])  # small organs keep at least a voxel's width on coarse grids
     vertebra = _cylinder(axes, (0, -72), (20, 18))
-    canal = _cylinder(axes, (0, -80), (8, 8))
-    cord = _cylinder(axes, (0, -80), (5, 5))
-    esophagus = _cylinder(axes, (4, -45), (8, 7))
+    canal = _cylinder(axes, (0, -80), (max(8, thin + 3),) * 2)
+    cord = _cylinder(axes, (0, -80), (max(5, thin),) * 2)
+    esophagus = _cylinder(axes, (4, -45), (max(8, thin), max(7, thin)))
     lung_l, lung_r = lung_l & ~heart & ~esophagus, lung_r & ~heart & ~esophagus
 
     ct = np.full(shape, -1000.0, dtype=np.float32)
@@ -125,7 +126,8 @@ def head_and_neck(shape: tuple[int, int, int], rng: np.random.Generator, prescri
     neck = _cylinder(axes, (0, 5), (rng.uniform(62, 70), rng.uniform(70, 78)), (-np.inf, 20))
     head = _ellipsoid(axes, (0, 10, 60), (rng.uniform(72, 80), rng.uniform(88, 96), 95))
     body = neck | head
-    cord = _cylinder(axes, (0, -38), (5, 5), (-np.inf, 25))
+    thin = 0.75 * max(spacing[:2])  # small organs keep at least a voxel's width on coarse grids
+    cord = _cylinder(axes, (0, -38), (max(5, thin),) * 2, (-np.inf, 25))
     brainstem = _ellipsoid(axes, (0, -25, 50), (11, 12, 26))
     vertebra = _cylinder(axes, (0, -30), (17, 15), (-np.inf, 25)) & ~_cylinder(axes, (0, -38), (8, 8))
     outer = _cylinder(axes, (0, 20), (48, 52), (5, 35))
@@ -135,7 +137,7 @@ def head_and_neck(shape: tuple[int, int, int], rng: np.random.Generator, prescri
     parotid_l = _ellipsoid(axes, (-46, -8, 40), (12, 18, 20)) & body
     larynx = _ellipsoid(axes, (0, 40, -25), (15, 13, 22)) & body
     airway = _ellipsoid(axes, (0, 40, -25), (6, 5, 20)) | _cylinder(axes, (0, 38), (5, 4), (-np.inf, -45))
-    esophagus = _cylinder(axes, (0, -14), (7, 6), (-np.inf, -45)) & body
+    esophagus = _cylinder(axes, (0, -14), (max(7, thin), max(6, thin)), (-np.inf, -45)) & body
 
     ct = np.full(shape, -1000.0, dtype=np.float32)
     ct[body] = 35.0
