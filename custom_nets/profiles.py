@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "DOSE_MASK_THRESHOLDS",
+    "DOSE_MASK_TOLERANCE",
     "DatasetProfile",
     "PROFILES",
     "get_profile",
@@ -23,6 +24,11 @@ DOSE_MASK_THRESHOLDS: dict[str, tuple[float, ...]] = {
     "7": (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.9),
     "10": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 }
+
+
+#: A dose exactly at a threshold (7.000 Gy for 10% of 70 Gy) counts as reaching it whatever float32 rounding did
+#: to dose / reference; 1e-6 of the reference dose is far below any dose grid's resolution.
+DOSE_MASK_TOLERANCE = 1e-6
 
 
 def dose_mask_thresholds(spec: str | int | list[float] | tuple[float, ...]) -> tuple[float, ...]:

@@ -132,7 +132,7 @@ def test_archive_streaming_converts_like_the_folder(tmp_path):
     assert [c.name for c in cases] == ["pt_1", "pt_2"]
     from_folder = read_openkbp_patient(mini / "pt_2")
     from_archive = read_case(cases[1])
-    np.testing.assert_array_equal(from_archive.dose_gy, from_folder.dose_gy)
+    np.testing.assert_array_equal(from_archive.dose_gy, from_folder.dose_gy.astype(np.float32))
     np.testing.assert_array_equal(from_archive.ct_hu, from_folder.ct_hu)
 
 

@@ -122,7 +122,7 @@ def case_from_openkbp_files(case_id: str, files: dict[str, bytes], source: str =
     dose = None
     if "dose.csv" in files:
         idx, values = parse("dose.csv", True)
-        dose = _dense(idx, values, np.float32)
+        dose = _dense(idx, values, np.float64)  # exact CSV values; the canonical NIfTI stores float32
     structures = {}
     for name in OPENKBP.structures:
         if f"{name}.csv" in files:

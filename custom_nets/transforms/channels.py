@@ -12,12 +12,9 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from custom_nets.profiles import dose_mask_thresholds
+from custom_nets.profiles import DOSE_MASK_TOLERANCE, dose_mask_thresholds
 
 __all__ = ["MergePTVd", "ScaleDosed", "DoseMasksd", "merge_ptv", "dose_masks"]
-
-_TOLERANCE = 1e-6
-
 
 def merge_ptv(ptv: torch.Tensor, prescriptions_gy: torch.Tensor, reference_dose_gy: float) -> torch.Tensor:
     """One PTV channel: prescription / reference dose inside each target, the higher prescription winning.
@@ -47,9 +44,8 @@ def dose_masks(relative_dose: torch.Tensor, fractions: Sequence[float]) -> torch
     Returns:
         float masks with one channel per fraction: (n, X, Y, Z) or (B, n, X, Y, Z).
     """
-    # A dose exactly at a threshold (7.000 Gy for 10% of 70 Gy) must count as reaching it, whatever float32
-    # rounding did to dose / reference; 1e-6 of the reference is far below any dose grid's resolution.
-    thresholds = torch.as_tensor(fractions, dtype=relative_dose.dtype, device=relative_dose.device) - _TOLERANCE
+    thresholds = torch.as_tensor(fractions, dtype=relative_dose.dtype, device=relative_dose.device)
+    thresholds = thresholds - DOSE_MASK_TOLERANCE
     channel_dim = 0 if relative_dose.ndim == 4 else 1
     if relative_dose.shape[channel_dim] != 1:
         raise ValueError(f"expected a single-channel dose, got shape {tuple(relative_dose.shape)}")

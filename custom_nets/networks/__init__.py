@@ -1,0 +1,6 @@
+"""Networks: tensors in, dose out. They know nothing of files or datasets."""
+
+from custom_nets.networks.cascade_unet import CascadeUNet, DoseUNet
+from custom_nets.networks.dose_mask_cascade import DoseMaskCascade, load_state_dict_file
+
+__all__ = ["CascadeUNet", "DoseMaskCascade", "DoseUNet", "load_state_dict_file"]

@@ -1,0 +1,78 @@
+"""CascU-Net-DM as one deployable module: a frozen prior cascade makes the dose masks for the mask cascade."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from custom_nets.networks.cascade_unet import CascadeUNet
+from custom_nets.profiles import DOSE_MASK_TOLERANCE
+
+__all__ = ["DoseMaskCascade", "load_state_dict_file"]
+
+
+def load_state_dict_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A network state dict from a checkpoint file (a bare state dict, or a MONAI/Ignite ``{"model": ...}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    return state
+
+
+class DoseMaskCascade(nn.Module):
+    """A mask cascade fed with dose masks, either given or made by a frozen prior cascade.
+
+    Args:
+        in_channels: base input channels (CT, merged PTV, OARs, body), without masks.
+        fractions: dose-mask thresholds as fractions of the reference dose.
+        widths_a, widths_b: widths of the mask cascade.
+        prior_widths_a, prior_widths_b: widths of the prior (the basic cascade); default: the same.
+        prior_checkpoint: weights of the trained basic cascade to load into the prior (optional here: a
+            complete checkpoint of this module carries them too).
+
+    Forward: x of shape (B, C, X, Y, Z) with relative dose units:
+        * C = in_channels: masks come from the prior's predicted dose (mask source ``prior``, deployable);
+        * C = in_channels + len(fractions): the last channels are the masks (mask source ``reference``).
+        Output as :class:`CascadeUNet` (eval: (B, 1, ...); training: (B, 2, ...)).
+    """
+
+    def __init__(self, in_channels: int, fractions: Sequence[float],
+                 widths_a: Sequence[int] = (16, 32, 64, 128, 256), widths_b: Sequence[int] = (32, 64, 128, 256, 512),
+                 prior_widths_a: Sequence[int] | None = None, prior_widths_b: Sequence[int] | None = None,
+                 prior_checkpoint: str | None = None) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.n_masks = len(fractions)
+        self.prior = CascadeUNet(in_channels, prior_widths_a or widths_a, prior_widths_b or widths_b)
+        self.refine = CascadeUNet(in_channels + self.n_masks, widths_a, widths_b)
+        self.register_buffer("thresholds", torch.tensor(list(fractions), dtype=torch.float32) - DOSE_MASK_TOLERANCE)
+        self.prior.requires_grad_(False)
+        self.prior.eval()
+        if prior_checkpoint:
+            self.load_prior(prior_checkpoint)
+
+    def load_prior(self, checkpoint: str | Path) -> None:
+        """Load the basic cascade's weights into the prior."""
+        self.prior.load_state_dict(load_state_dict_file(checkpoint))
+
+    def train(self, mode: bool = True) -> "DoseMaskCascade":
+        super().train(mode)
+        self.prior.eval()  # the prior is frozen: always in inference mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == self.in_channels + self.n_masks:
+            return self.refine(x)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} channels (masks from the prior) or "
+                             f"{self.in_channels + self.n_masks} (masks given), got {x.shape[1]}")
+        with torch.no_grad():
+            prior_dose = self.prior(x)
+        masks = (prior_dose >= self.thresholds.view(1, -1, 1, 1, 1)).to(x.dtype)
+        return self.refine(torch.cat([x, masks], dim=1))
