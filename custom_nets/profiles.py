@@ -32,9 +32,12 @@ DOSE_MASK_TOLERANCE = 1e-6
 
 
 def dose_mask_thresholds(spec: str | int | list[float] | tuple[float, ...]) -> tuple[float, ...]:
-    """Resolve a dose-mask set given by name (``3``, ``"5"``, ...) or as an explicit list of fractions."""
+    """Resolve a dose-mask set given by name (``3``, ``"5"``, ...) or as an explicit list of fractions
+    (``[]``: no masks)."""
     if isinstance(spec, (list, tuple)):
         fractions = tuple(float(f) for f in spec)
+        if not fractions:
+            return ()  # an explicit empty list: no masks (the basic cascade)
     else:
         key = str(spec)
         if key not in DOSE_MASK_THRESHOLDS:

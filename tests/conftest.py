@@ -1,4 +1,4 @@
-"""Shared fixtures. Real data lives in ../shared/data beside the repository: tests that need it skip (naming the
+"""Shared fixtures. Real data lives in ../shared (data/, schema/) beside the repository: tests that need it skip (naming the
 missing path) in a user's clone, and fail in CI, where it is always present."""
 
 from __future__ import annotations
@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-OPENKBP_MINI = SHARED_DATA / "openkbp" / "mini"
+SHARED = REPO_ROOT.parent / "shared"
 
 
 def require_shared(relative: str) -> Path:
-    """Path to ``../shared/data/<relative>``; skip (or fail under CI) when it is absent."""
-    path = SHARED_DATA / relative
+    """Path to ``../shared/<relative>``; skip (or fail under CI) when it is absent."""
+    path = SHARED / relative
     if not path.exists():
         message = f"shared data missing: {path}"
         if os.environ.get("CI"):
@@ -29,8 +28,8 @@ def openkbp_mini_datalist(tmp_path_factory) -> Path:
     """The six OpenKBP mini patients converted to canonical cases (training pt_1-4, validation pt_201-202)."""
     from tools.openkbp import convert
 
-    train = require_shared("openkbp/mini/train-pats")
-    validation = require_shared("openkbp/mini/validation-pats")
+    train = require_shared("data/openkbp/mini/train-pats")
+    validation = require_shared("data/openkbp/mini/validation-pats")
     out = tmp_path_factory.mktemp("openkbp_mini")
     return Path(convert(str(train), str(validation), out=str(out)))
 

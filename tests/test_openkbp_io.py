@@ -38,7 +38,7 @@ def _csv_rows(path: Path) -> dict[int, str]:
 
 def _patient_folder(case_id: str) -> Path:
     split = "validation-pats" if int(case_id[3:]) > 200 else "train-pats"
-    return require_shared(f"openkbp/mini/{split}/{case_id}")
+    return require_shared(f"data/openkbp/mini/{split}/{case_id}")
 
 
 def test_mini_conversion_writes_every_patient_and_records_absent_rois(openkbp_mini_datalist):
@@ -123,7 +123,7 @@ def test_dose_mask_volumes_equal_a_direct_count_on_the_real_dose(openkbp_mini_da
 
 
 def test_archive_streaming_converts_like_the_folder(tmp_path):
-    mini = require_shared("openkbp/mini/train-pats")
+    mini = require_shared("data/openkbp/mini/train-pats")
     archive = tmp_path / "train-pats.tar.xz"
     with tarfile.open(archive, "w:xz") as tar:
         for patient in ("pt_1", "pt_2"):

@@ -16,16 +16,16 @@ PATIENTS = ["pt_1", "pt_2", "pt_3", "pt_4", "pt_201", "pt_202"]
 
 @pytest.fixture(scope="module")
 def official():
-    return json.loads((require_shared("openkbp/mini/scorer-check") / "official_scores.json").read_text())
+    return json.loads((require_shared("data/openkbp/mini/scorer-check") / "official_scores.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def ours():
-    check = require_shared("openkbp/mini/scorer-check")
+    check = require_shared("data/openkbp/mini/scorer-check")
     errors, reference, predicted = {}, {}, {}
     for patient in PATIENTS:
         split = "validation-pats" if int(patient[3:]) > 200 else "train-pats"
-        case = read_openkbp_patient(require_shared(f"openkbp/mini/{split}/{patient}"))
+        case = read_openkbp_patient(require_shared(f"data/openkbp/mini/{split}/{patient}"))
         prediction = read_sparse_dose_csv(check / "predictions" / f"{patient}.csv")
         voxel_mm3 = float(np.prod(case.spacing_mm))
         errors[patient] = dose_error(case.dose_gy.astype(np.float64), prediction, case.possible_dose_mask)

@@ -5,6 +5,7 @@
     dosepred phantoms previews data/phantoms/datalist.json
     dosepred openkbp convert <train-pats.tar.xz> <validation-pats.tar.xz> --out data/openkbp
     dosepred openkbp export <pred.nii.gz> <case folder> <pt_N.csv>
+    dosepred bundles sync                    # re-render bundles/* from bundles/_template
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 import fire
 
-from tools import openkbp, phantoms, quickstart
+from tools import bundles, openkbp, phantoms, quickstart
 
 
 def main() -> None:
@@ -30,6 +31,7 @@ def _fire() -> None:
             "quickstart": quickstart.run,
             "phantoms": {"generate": phantoms.generate, "previews": phantoms.previews},
             "openkbp": {"convert": openkbp.convert, "export": openkbp.export},
+            "bundles": {"sync": bundles.sync},
         },
         name="dosepred",
     )

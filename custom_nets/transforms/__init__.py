@@ -3,6 +3,7 @@
 from custom_nets.transforms.augment import RandAxialRotateTranslated
 from custom_nets.transforms.channels import DoseMasksd, MergePTVd, ScaleDosed, dose_masks, merge_ptv
 from custom_nets.transforms.load import CASE_KEYS, LoadDoseCased
+from custom_nets.transforms.postprocess import PhysicalDosed, SaveDosed
 
-__all__ = ["CASE_KEYS", "DoseMasksd", "LoadDoseCased", "MergePTVd", "RandAxialRotateTranslated", "ScaleDosed",
+__all__ = ["CASE_KEYS", "DoseMasksd", "LoadDoseCased", "MergePTVd", "PhysicalDosed", "RandAxialRotateTranslated", "SaveDosed", "ScaleDosed",
            "dose_masks", "merge_ptv"]

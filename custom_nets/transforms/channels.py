@@ -103,6 +103,8 @@ class DoseMasksd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
+        if not self.fractions:
+            return d
         if self.dose_key not in d:
             raise KeyError(f"case {d.get('case_id', '?')}: dose masks need {self.dose_key!r}, which is missing "
                            f"(mask source 'reference' needs a planned dose, 'prior' a prior prediction)")

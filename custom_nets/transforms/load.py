@@ -26,6 +26,8 @@ class LoadDoseCased(MapTransform):
     ``Orientationd`` to fix the anatomical order):
 
     * ``ct`` (1, X, Y, Z) HU; ``dose`` (1, X, Y, Z) Gy when the case has one;
+    Masks are uint8 (a cached OpenKBP training set then fits in memory); CT and dose are float32.
+
     * ``possible_dose_mask`` (1, X, Y, Z) and ``body`` (1, X, Y, Z) in {0, 1} (the body is the profile's body
       structure, or the possible-dose mask where the profile has none);
     * ``oar`` (n_oar, X, Y, Z) in the profile's OAR order, zeros for an OAR that is not contoured;
@@ -55,15 +57,15 @@ class LoadDoseCased(MapTransform):
                     "spatial_shape": np.asarray(case.shape)}
             affine = torch.as_tensor(case.affine, dtype=torch.float64)
 
-            def volume(array: np.ndarray) -> MetaTensor:
-                return MetaTensor(torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32),
+            def volume(array: np.ndarray, dtype: torch.dtype = torch.uint8) -> MetaTensor:
+                return MetaTensor(torch.as_tensor(np.ascontiguousarray(array), dtype=dtype),
                                   affine=affine.clone(), meta=dict(meta))
 
-            empty = np.zeros(case.shape, dtype=np.float32)
+            empty = np.zeros(case.shape, dtype=bool)
             prof = self.profile
-            d["ct"] = volume(case.ct_hu[None])
+            d["ct"] = volume(case.ct_hu[None], torch.float32)
             if case.dose_gy is not None:
-                d["dose"] = volume(case.dose_gy[None])
+                d["dose"] = volume(case.dose_gy[None], torch.float32)
             d["possible_dose_mask"] = volume(case.possible_dose_mask[None])
             body = case.structures[prof.body] if prof.body else case.possible_dose_mask
             d["body"] = volume(body[None])

@@ -1,0 +1,71 @@
+"""Helpers the training configs call: resuming, lower-is-better key metrics, the network factory."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from monai.handlers import CheckpointLoader, CheckpointSaver
+
+from custom_nets.networks import CascadeUNet, DoseMaskCascade
+
+__all__ = ["build_dose_network", "lower_is_better", "latest_checkpoint", "attach_checkpoints", "trainable_parameters"]
+
+
+def build_dose_network(in_channels: int, mask_fractions: Sequence[float] = (),
+                       widths_a: Sequence[int] = (16, 32, 64, 128, 256),
+                       widths_b: Sequence[int] = (32, 64, 128, 256, 512),
+                       prior_checkpoint: str | None = None) -> torch.nn.Module:
+    """The basic cascade without dose masks, else the dose-mask cascade with a frozen prior of the same widths.
+
+    ``prior_checkpoint`` (the basic bundle's weights) is loaded when it is given and exists.
+    """
+    if not mask_fractions:
+        return CascadeUNet(in_channels, widths_a, widths_b)
+    checkpoint = prior_checkpoint if prior_checkpoint and Path(prior_checkpoint).is_file() else None
+    return DoseMaskCascade(in_channels, mask_fractions, widths_a, widths_b, prior_checkpoint=checkpoint)
+
+
+def trainable_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Parameters the optimizer updates (a dose-mask cascade's prior is frozen)."""
+    return [p for p in network.parameters() if p.requires_grad]
+
+
+def lower_is_better(current: float, best: float) -> bool:
+    """``metric_cmp_fn`` for a dose error: MONAI starts ``best`` at -1, which means "none yet"."""
+    return best < 0 or current < best
+
+
+def latest_checkpoint(ckpt_dir: str | Path, prefix: str = "checkpoint") -> Path | None:
+    """The newest ``<prefix>_*=N.pt`` that CheckpointSaver wrote in ``ckpt_dir`` (highest N), if any."""
+    found = []
+    for path in Path(ckpt_dir).glob(f"{prefix}_*.pt"):
+        match = re.search(r"=(\d+)\.pt$", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def attach_checkpoints(trainer, ckpt_dir: str | Path, objects: Mapping[str, object], resume: bool = False,
+                       every_epochs: int = 1, save: bool = True) -> Path | None:
+    """Save the full training state every ``every_epochs`` epochs (``checkpoint_*.pt``, newest kept), and with
+    ``resume`` restore it from the latest such checkpoint before the first iteration.
+
+    ``objects`` holds the network, optimizer and scheduler; the trainer's own state (iteration, epoch) is added
+    here, since a handler inside the trainer's config cannot refer to the trainer. ``save=False`` (ranks other
+    than 0 in distributed training) only resumes. Returns the checkpoint resumed from, if any; resuming with
+    no checkpoint is an error.
+    """
+    state = {**objects, "trainer": trainer}
+    if save:
+        CheckpointSaver(save_dir=str(ckpt_dir), save_dict=state, file_prefix="checkpoint", save_interval=every_epochs,
+                        epoch_level=True, n_saved=1).attach(trainer)
+    if not resume:
+        return None
+    checkpoint = latest_checkpoint(ckpt_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(f"resume requested but {ckpt_dir} holds no checkpoint_*.pt")
+    CheckpointLoader(load_path=str(checkpoint), load_dict=state, map_location="cpu").attach(trainer)
+    return checkpoint

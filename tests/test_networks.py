@@ -1,0 +1,110 @@
+"""CascU-Net, the dose-mask cascade and the cascade loss, at tiny widths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from custom_nets.losses import CascadeDoseLoss, masked_l1
+from custom_nets.networks import CascadeUNet, DoseMaskCascade
+from custom_nets.phantoms import make_phantom
+from custom_nets.profiles import LUNG, dose_mask_thresholds
+from custom_nets.transforms import dose_masks, merge_ptv
+
+TINY_A, TINY_B = (2, 4, 8, 16, 32), (4, 8, 16, 32, 64)
+
+
+def test_cascade_layout_follows_the_paper():
+    net = CascadeUNet(9)
+    assert [stage[0].conv.out_channels for stage in net.stage_a.encoder] == [16, 32, 64, 128, 256]
+    assert [stage[0].conv.out_channels for stage in net.stage_b.encoder] == [32, 64, 128, 256, 512]
+    assert net.stage_b.encoder[0][0].conv.in_channels == 9 + 16  # input + stage A's 16 feature maps
+    assert [stage[0].conv.stride for stage in net.stage_a.encoder] == [(1, 1, 1)] + [(2, 2, 2)] * 4
+    assert len(net.stage_a.decoder[-1]) == 1 and all(len(d) == 2 for d in net.stage_a.decoder[:-1])
+    assert isinstance(net.stage_a.encoder[0][0].adn.N, torch.nn.InstanceNorm3d)
+    assert net.stage_a.encoder[0][0].adn.N.affine
+    assert net.head_a.kernel_size == (1, 1, 1) and net.head_b.kernel_size == (1, 1, 1)
+
+
+@pytest.mark.parametrize("size", [(32, 32, 32), (32, 48, 16)])
+def test_training_returns_both_stages_eval_returns_stage_b(size):
+    net = CascadeUNet(5, TINY_A, TINY_B)
+    x = torch.randn(2, 5, *size)
+    assert net(x).shape == (2, 2, *size)
+    net.eval()
+    assert net(x).shape == (2, 1, *size)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        net(torch.randn(1, 5, 24, 16, 16))
+    with pytest.raises(ValueError, match="expected 5 input channels"):
+        net(torch.randn(1, 4, 16, 16, 16))
+
+
+def test_torchscript_equals_eager():
+    net = CascadeUNet(5, TINY_A, TINY_B).eval()
+    x = torch.randn(1, 5, 32, 32, 16)
+    scripted = torch.jit.script(net)
+    torch.testing.assert_close(scripted(x), net(x), rtol=0, atol=1e-6)
+
+
+def test_mask_cascade_uses_the_prior_or_given_masks():
+    fractions = dose_mask_thresholds(3)
+    net = DoseMaskCascade(5, fractions, TINY_A, TINY_B).eval()
+    x = torch.randn(1, 5, 32, 32, 16)
+    prior_dose = net.prior(x)
+    given = torch.cat([x, dose_masks(prior_dose, fractions)], dim=1)
+    torch.testing.assert_close(net(x), net(given))  # prior masks == the same masks given explicitly
+    assert not any(p.requires_grad for p in net.prior.parameters())
+    net.train()
+    assert not net.prior.training and net(x).shape == (1, 2, 32, 32, 16)
+    scripted = torch.jit.script(net.eval())
+    torch.testing.assert_close(scripted(x), net(x), rtol=0, atol=1e-6)
+
+
+def test_prior_weights_load_from_a_basic_checkpoint(tmp_path):
+    basic = CascadeUNet(5, TINY_A, TINY_B)
+    torch.save(basic.state_dict(), tmp_path / "model.pt")
+    net = DoseMaskCascade(5, (0.5,), TINY_A, TINY_B, prior_checkpoint=str(tmp_path / "model.pt"))
+    for key, value in basic.state_dict().items():
+        torch.testing.assert_close(net.prior.state_dict()[key], value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        net.load_prior(tmp_path / "missing.pt")
+
+
+def test_cascade_loss_weights_and_mask():
+    dose = torch.zeros(1, 1, 2, 2, 2)
+    mask = torch.zeros(1, 1, 2, 2, 2)
+    mask[..., 0] = 1
+    label = torch.cat([dose, mask], dim=1)
+    pred_b = torch.full((1, 1, 2, 2, 2), 0.2)
+    pred_a = torch.full((1, 1, 2, 2, 2), 0.4)
+    pred_b[..., 1] = 100.0  # outside the possible-dose mask: ignored
+    loss = CascadeDoseLoss()(torch.cat([pred_b, pred_a], dim=1), label)
+    assert float(loss) == pytest.approx(1.0 * 0.2 + 0.5 * 0.4)
+    assert float(CascadeDoseLoss()(pred_b, label)) == pytest.approx(0.2)
+    assert float(masked_l1(pred_b, dose, mask)) == pytest.approx(0.2)
+
+
+def test_tiny_cascade_overfits_one_phantom():
+    """Loss falls at least 5x within a few hundred iterations on one lung phantom (relative units)."""
+    torch.manual_seed(0)
+    case = make_phantom("lung", 2, (32, 32, 32))
+    ct = torch.as_tensor(np.clip(case.ct_hu, -1024, 1500) / 1000.0, dtype=torch.float32)[None]
+    ptv = torch.stack([torch.as_tensor(case.structures.get(n, np.zeros(case.shape, bool))) for n in LUNG.target_names])
+    rx = torch.tensor([case.prescriptions_gy.get(n, 0.0) for n in LUNG.target_names])
+    oars = torch.stack([torch.as_tensor(case.structures[n]) for n in LUNG.oars]).float()
+    body = torch.as_tensor(case.structures["Body"])[None].float()
+    x = torch.cat([ct, merge_ptv(ptv, rx, LUNG.reference_dose_gy), oars, body])[None]
+    label = torch.cat([torch.as_tensor(case.dose_gy)[None] / LUNG.reference_dose_gy,
+                       torch.as_tensor(case.possible_dose_mask)[None].float()])[None]
+    net = CascadeUNet(x.shape[1], (4, 8, 16, 32, 64), (4, 8, 16, 32, 64))
+    loss_fn = CascadeDoseLoss()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(200):
+        optimizer.zero_grad()
+        loss = loss_fn(net(x), label)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert min(losses[-20:]) < losses[0] / 5, (losses[0], losses[-1])
