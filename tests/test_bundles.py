@@ -1,0 +1,173 @@
+"""The five cascade bundles as users run them: `python -m monai.bundle run ...` on real OpenKBP patients,
+MONAI's own bundle checks, TorchScript export, resume and distributed training (tiny widths, CPU)."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO_ROOT, require_shared
+from custom_nets.bundle_variants import VARIANTS, render_bundle
+from custom_nets.io.canonical import read_case
+from custom_nets.io.datalist import load_datalist
+from custom_nets.io.openkbp import read_sparse_dose_csv, to_openkbp_grid
+from custom_nets.profiles import OPENKBP
+
+BUNDLES = list(VARIANTS)
+TINY = ["--widths_a", "[2,4,8,16,32]", "--widths_b", "[2,4,8,16,32]", "--patch_size", "[32,32,32]"]
+CONFIGS = {
+    "train": "['configs/train.json','configs/openkbp.json','configs/cpu.json']",
+    "infer": "['configs/inference.json','configs/openkbp.json','configs/cpu.json']",
+    "evaluate": "['configs/inference.json','configs/evaluate.json','configs/openkbp.json','configs/cpu.json']",
+}
+
+
+def run_bundle(bundle_dir: Path, *args: str, launcher: tuple[str, ...] = ("-m", "monai.bundle")) -> str:
+    result = subprocess.run([sys.executable, *launcher, *args], cwd=bundle_dir, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout + result.stderr
+
+
+def test_committed_bundles_equal_the_rendered_template(tmp_path):
+    for name in BUNDLES:
+        rendered = render_bundle(name, REPO_ROOT / "bundles" / "_template", tmp_path / name)
+        for path in rendered.rglob("*"):
+            if path.is_file():
+                committed = REPO_ROOT / "bundles" / name / path.relative_to(rendered)
+                assert committed.is_file() and filecmp.cmp(path, committed, shallow=False), (
+                    f"{committed} differs from the template: run `dosepred bundles sync`")
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_verify_metadata_and_net_in_out(name):
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    schema = require_shared("schema/meta_schema_20240725.json")
+    bundle = REPO_ROOT / "bundles" / name
+    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema))
+    verify_net_in_out(net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"),
+                      config_file=str(bundle / "configs" / "inference.json"), n=2,
+                      widths_a=[2, 4, 8, 16, 32], widths_b=[2, 4, 8, 16, 32])
+
+
+@pytest.fixture(scope="module")
+def openkbp_bundles(openkbp_mini_datalist, tmp_path_factory) -> Path:
+    """Every bundle trained for two iterations on the OpenKBP mini patients, then run for inference and
+    evaluation on the validation patients; mask variants use the basic bundle's weights as their prior."""
+    root = tmp_path_factory.mktemp("bundles")
+    dataset = ["--dataset_dir", str(openkbp_mini_datalist.parent)]
+    for name in BUNDLES:  # the basic bundle first: it is the prior of the others
+        bundle = Path(shutil.copytree(REPO_ROOT / "bundles" / name, root / name))
+        run_bundle(bundle, "run", "training", "--config_file", CONFIGS["train"], *dataset, *TINY,
+                   "--max_iterations", "2", "--iterations_per_epoch", "2", "--num_workers", "0")
+        run_bundle(bundle, "run", "--config_file", CONFIGS["infer"], *dataset, *TINY, "--split", "validation")
+        run_bundle(bundle, "run", "--config_file", CONFIGS["evaluate"], *dataset, *TINY)
+    return root
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_openkbp_training_writes_checkpoints(openkbp_bundles, name):
+    models = openkbp_bundles / name / "models"
+    assert (models / "model.pt").is_file()
+    assert list(models.glob("checkpoint_*.pt"))
+    state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    if name != "cascunet_basic":  # the prior inside the mask network is the basic bundle's trained cascade
+        basic = torch.load(openkbp_bundles / "cascunet_basic" / "models" / "model.pt", map_location="cpu",
+                           weights_only=True)
+        for key, value in basic.items():
+            torch.testing.assert_close(state[f"prior.{key}"], value)
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_inference_writes_physical_dose_and_submission(openkbp_bundles, openkbp_mini_datalist, name):
+    for entry in load_datalist(openkbp_mini_datalist, "validation"):
+        case = read_case(entry["case"], with_dose=False)
+        out = openkbp_bundles / name / "predictions"
+        image = nib.load(out / entry["case_id"] / "dose_pred.nii.gz")
+        dose = to_openkbp_grid(np.asanyarray(image.dataobj), image.affine)
+        mask = to_openkbp_grid(case.possible_dose_mask, case.affine)
+        assert dose.shape == (128, 128, 128) and dose.min() >= 0 and np.all(dose[~mask] == 0)
+        canonical = nib.as_closest_canonical(nib.Nifti1Image(case.possible_dose_mask.astype(np.uint8), case.affine))
+        np.testing.assert_allclose(image.affine, canonical.affine)
+        submission = read_sparse_dose_csv(out / "submission" / f"{entry['case_id']}.csv")
+        np.testing.assert_allclose(submission, dose, rtol=1e-6, atol=1e-6)
+        info = json.loads((out / entry["case_id"] / "prediction.json").read_text())
+        assert info["mask_source"] == ("none" if name == "cascunet_basic" else "prior")
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_evaluation_reports_scores_and_mask_source(openkbp_bundles, name):
+    folder = "validation" if name == "cascunet_basic" else "validation_masks-prior"
+    out = openkbp_bundles / name / "eval" / folder
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["split"] == "validation" and info["profile"] == "openkbp"
+    assert info["mask_source"] == ("none" if name == "cascunet_basic" else "prior")
+    assert np.isfinite(info["metrics"]["dose_score_gy"]) and np.isfinite(info["metrics"]["dvh_score_gy"])
+    raw = (out / "dose_score_gy_raw.csv").read_text().splitlines()
+    assert [line.split("\t")[0].split(",")[0] for line in raw[1:]] == ["pt_201", "pt_202"]
+    assert (out / "predictions" / "pt_201" / "dose_pred.nii.gz").is_file()
+
+
+def test_evaluation_dose_score_is_the_openkbp_dose_error_of_the_written_prediction(openkbp_bundles,
+                                                                                      openkbp_mini_datalist):
+    from custom_nets.metrics import dose_error, dose_score
+
+    out = openkbp_bundles / "cascunet_basic" / "eval" / "validation"
+    errors = []
+    for entry in load_datalist(openkbp_mini_datalist, "validation"):
+        case = read_case(entry["case"])
+        image = nib.load(out / "predictions" / entry["case_id"] / "dose_pred.nii.gz")
+        prediction = to_openkbp_grid(np.asanyarray(image.dataobj), image.affine)
+        reference = to_openkbp_grid(case.dose_gy, case.affine)
+        errors.append(dose_error(reference, prediction, to_openkbp_grid(case.possible_dose_mask, case.affine)))
+    recorded = json.loads((out / "run_info.json").read_text())["metrics"]["dose_score_gy"]
+    assert recorded == pytest.approx(dose_score(errors), rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["cascunet_basic", "cascunet_dm5"])
+def test_ckpt_export_torchscript_equals_eager(openkbp_bundles, name):
+    from custom_nets.training import build_dose_network
+    from custom_nets.profiles import dose_mask_thresholds
+
+    bundle = openkbp_bundles / name
+    run_bundle(bundle, "ckpt_export", "network_def", "--filepath", "models/model.ts", "--ckpt_file", "models/model.pt",
+               "--meta_file", "configs/metadata.json", "--config_file", CONFIGS["infer"], *TINY)
+    exported = torch.jit.load(str(bundle / "models" / "model.ts"))
+    fractions = dose_mask_thresholds("5") if name != "cascunet_basic" else ()
+    eager = build_dose_network(len(OPENKBP.input_channel_names()), fractions, [2, 4, 8, 16, 32], [2, 4, 8, 16, 32])
+    eager.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True))
+    eager.eval()
+    x = torch.rand(1, len(OPENKBP.input_channel_names()), 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), eager(x), rtol=0, atol=1e-5)
+
+
+def test_resume_continues_from_the_latest_checkpoint(lung_phantom_datalist, tmp_path):
+    bundle = Path(shutil.copytree(REPO_ROOT / "bundles" / "cascunet_basic", tmp_path / "cascunet_basic"))
+    common = ["--config_file", "['configs/train.json','configs/cpu.json']", "--dataset_dir",
+              str(lung_phantom_datalist.parent), *TINY, "--iterations_per_epoch", "2", "--num_workers", "0"]
+    run_bundle(bundle, "run", "training", *common, "--max_iterations", "4")
+    log = run_bundle(bundle, "run", "training", *common, "--max_iterations", "6", "--resume", "true")
+    assert "Epoch: 3/3" in log and "Epoch: 1/3" not in log
+    checkpoint = next((bundle / "models").glob("checkpoint_*.pt"))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert state["trainer"]["iteration"] == 6 and state["lr_scheduler"]["last_epoch"] == 6
+
+
+def test_distributed_training_with_two_cpu_processes(lung_phantom_datalist, tmp_path):
+    bundle = Path(shutil.copytree(REPO_ROOT / "bundles" / "cascunet_basic", tmp_path / "cascunet_basic"))
+    run_bundle(bundle, "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+               "--config_file", "['configs/train.json','configs/multi_gpu_train.json','configs/cpu.json']",
+               "--dataset_dir", str(lung_phantom_datalist.parent), *TINY, "--max_iterations", "2",
+               "--iterations_per_epoch", "2", "--num_workers", "0", launcher=("-m", "torch.distributed.run"))
+    assert (bundle / "models" / "model.pt").is_file()
