@@ -14,10 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-import monai
-import numpy as np
-import torch
-
 from custom_nets import __version__
 from custom_nets.profiles import LUNG, dose_mask_thresholds
 
@@ -25,6 +21,9 @@ __all__ = ["BundleVariant", "VARIANTS", "render_bundle", "metadata", "SCHEMA_URL
 
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 BUNDLE_VERSION = "0.1.0"
+#: Versions the bundles were tested with (fixed here so that rendering does not depend on the machine).
+TESTED_VERSIONS = {"monai": "1.6.1", "torch": "2.13.0", "numpy": "2.4.6", "nibabel": "5.4.2",
+                   "pytorch-ignite": "0.5.5", "scipy": "1.17.1", "pydicom": "3.0.2"}
 _CONFIGS = ("train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "cpu.json", "openkbp.json",
             "logging.conf")
 
@@ -66,11 +65,11 @@ def metadata(variant: BundleVariant) -> dict:
         "schema": SCHEMA_URL,
         "version": BUNDLE_VERSION,
         "changelog": {BUNDLE_VERSION: "first release: CascU-Net cascade, lung and OpenKBP profiles, CPU profile"},
-        "monai_version": monai.__version__,
-        "pytorch_version": torch.__version__.split("+")[0],
-        "numpy_version": np.__version__,
-        "required_packages_version": {"custom-nets": __version__, "nibabel": "5.4.2", "pytorch-ignite": "0.5.5",
-                                      "scipy": "1.18.1", "pydicom": "3.0.2"},
+        "monai_version": TESTED_VERSIONS["monai"],
+        "pytorch_version": TESTED_VERSIONS["torch"],
+        "numpy_version": TESTED_VERSIONS["numpy"],
+        "required_packages_version": {"custom-nets": __version__, **{k: TESTED_VERSIONS[k] for k in
+                                                                      ("nibabel", "pytorch-ignite", "scipy", "pydicom")}},
         "supported_apps": {},
         "name": variant.title.split(":")[0],
         "task": "3D radiotherapy dose prediction (IMRT)",

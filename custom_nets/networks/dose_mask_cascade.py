@@ -72,7 +72,6 @@ class DoseMaskCascade(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} channels (masks from the prior) or "
                              f"{self.in_channels + self.n_masks} (masks given), got {x.shape[1]}")
-        with torch.no_grad():
-            prior_dose = self.prior(x)
+        prior_dose = self.prior(x).detach()  # frozen: its parameters need no gradient
         masks = (prior_dose >= self.thresholds.view(1, -1, 1, 1, 1)).to(x.dtype)
         return self.refine(torch.cat([x, masks], dim=1))
