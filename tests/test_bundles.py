@@ -134,16 +134,16 @@ def test_evaluation_dose_score_is_the_openkbp_dose_error_of_the_written_predicti
     assert recorded == pytest.approx(dose_score(errors), rel=1e-4)
 
 
-@pytest.mark.parametrize("name", ["cascunet_basic", "cascunet_dm5"])
+@pytest.mark.parametrize("name", BUNDLES)
 def test_ckpt_export_torchscript_equals_eager(openkbp_bundles, name):
-    from custom_nets.training import build_dose_network
     from custom_nets.profiles import dose_mask_thresholds
+    from custom_nets.training import build_dose_network
 
     bundle = openkbp_bundles / name
     run_bundle(bundle, "ckpt_export", "network_def", "--filepath", "models/model.ts", "--ckpt_file", "models/model.pt",
                "--meta_file", "configs/metadata.json", "--config_file", CONFIGS["infer"], *TINY)
     exported = torch.jit.load(str(bundle / "models" / "model.ts"))
-    fractions = dose_mask_thresholds("5") if name != "cascunet_basic" else ()
+    fractions = dose_mask_thresholds(VARIANTS[name].dose_mask_set) if VARIANTS[name].dose_mask_set else ()
     eager = build_dose_network(len(OPENKBP.input_channel_names()), fractions, [2, 4, 8, 16, 32], [2, 4, 8, 16, 32])
     eager.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True))
     eager.eval()

@@ -9,8 +9,14 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 from monai.bundle import run as run_bundle
 
+from custom_nets.io.canonical import read_case
+from custom_nets.io.datalist import load_datalist
+from custom_nets.io.orientation import axcodes_of, reorient
+from custom_nets.reports.case_preview import render_case_png
 from tools import phantoms
 from tools.bundles import BUNDLES_DIR
 
@@ -37,19 +43,11 @@ def run(out: str = "runs/quickstart", n_training: int = 6, n_validation: int = 2
     run_bundle(config_file=inference, **common, split="test")
     run_bundle(config_file=[*inference[:1], str(configs / "evaluate.json"), inference[1]], **common, split="test")
 
-    from custom_nets.io.canonical import read_case
-    from custom_nets.io.datalist import load_datalist
-    from custom_nets.reports.case_preview import render_case_png
-    import nibabel as nib
-    import numpy as np
-
     report = bundle / "eval" / "test"
     for entry in load_datalist(datalist, "test"):
         case = read_case(entry["case"])
         predicted = nib.load(bundle / "predictions" / case.case_id / "dose_pred.nii.gz")
-        dose = nib.orientations.apply_orientation(
-            np.asanyarray(predicted.dataobj), nib.orientations.ornt_transform(
-                nib.orientations.io_orientation(predicted.affine), nib.orientations.io_orientation(case.affine)))
+        dose = reorient(np.asanyarray(predicted.dataobj), predicted.affine, axcodes_of(case.affine))
         render_case_png(case, report / f"{case.case_id}_planned.png", title=f"{case.case_id}: planned dose")
         render_case_png(case, report / f"{case.case_id}_predicted.png", dose_gy=dose,
                         title=f"{case.case_id}: predicted dose (cascunet_basic, {iterations} CPU iterations)")

@@ -18,11 +18,11 @@ import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from custom_nets.io.atomic import atomic_file
 from custom_nets.io.canonical import CaseError, DoseCase, write_case
+from custom_nets.io.orientation import reorient
 from custom_nets.profiles import OPENKBP
 
 __all__ = [
@@ -213,10 +213,7 @@ def read_sparse_dose_csv(path: str | Path) -> np.ndarray:
 
 def to_openkbp_grid(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Reorient a volume with a RAS ``affine`` to OpenKBP's (P, L, I) array layout."""
-    current = nib.orientations.io_orientation(affine)
-    wanted = nib.orientations.axcodes2ornt(OPENKBP_AXCODES)
-    transform = nib.orientations.ornt_transform(current, wanted)
-    out = nib.orientations.apply_orientation(np.asarray(volume), transform)
+    out = reorient(volume, affine, OPENKBP_AXCODES)
     if out.shape != OPENKBP_SHAPE:
         raise ValueError(f"volume of shape {out.shape} is not on the OpenKBP grid {OPENKBP_SHAPE}")
     return out

@@ -9,6 +9,7 @@ import numpy as np
 
 from custom_nets.io.atomic import atomic_file
 from custom_nets.io.canonical import DoseCase
+from custom_nets.io.orientation import reorient
 from custom_nets.profiles import get_profile
 
 __all__ = ["to_ras", "render_case_png"]
@@ -16,9 +17,7 @@ __all__ = ["to_ras", "render_case_png"]
 
 def to_ras(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Reorder a volume's axes so that they run towards patient Right, Anterior, Superior."""
-    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
-                                           nib.orientations.axcodes2ornt(("R", "A", "S")))
-    return nib.orientations.apply_orientation(volume, ornt)
+    return reorient(volume, affine, ("R", "A", "S"))
 
 
 def _views(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:

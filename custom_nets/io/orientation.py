@@ -1,0 +1,22 @@
+"""Reorder a volume's axes to named anatomical directions (nibabel axis codes), without resampling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import nibabel as nib
+import numpy as np
+
+__all__ = ["reorient", "axcodes_of"]
+
+
+def axcodes_of(affine: np.ndarray) -> tuple[str, ...]:
+    """Nibabel axis codes of an affine, e.g. ``("P", "L", "I")`` for OpenKBP's grid."""
+    return tuple(nib.aff2axcodes(np.asarray(affine, dtype=float)))
+
+
+def reorient(volume: np.ndarray, affine: np.ndarray, axcodes: Sequence[str]) -> np.ndarray:
+    """``volume`` (X, Y, Z) with voxel-to-world ``affine`` reordered/flipped so its axes run towards ``axcodes``."""
+    transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(np.asarray(affine, dtype=float)),
+                                                nib.orientations.axcodes2ornt(tuple(axcodes)))
+    return nib.orientations.apply_orientation(np.asarray(volume), transform)
