@@ -33,7 +33,7 @@ class LoadDoseCased(MapTransform):
     * ``oar`` (n_oar, X, Y, Z) in the profile's OAR order, zeros for an OAR that is not contoured;
     * ``ptv`` (n_target, X, Y, Z) in the profile's target order (highest prescription first), zeros where
       absent; ``prescriptions_gy`` (n_target,) float tensor, 0 for absent targets;
-    * ``case_id`` and ``missing_structures``.
+    * ``case_id``.
 
     A ``prescriptions_gy`` mapping in the datalist entry must agree with the case's own record.
     """
@@ -74,5 +74,4 @@ class LoadDoseCased(MapTransform):
             d["prescriptions_gy"] = torch.tensor([case.prescriptions_gy.get(n, 0.0) for n in prof.target_names],
                                                  dtype=torch.float32)
             d["case_id"] = case.case_id
-            d["missing_structures"] = list(case.missing_structures)
         return d
