@@ -17,15 +17,22 @@ __all__ = ["build_dose_network", "lower_is_better", "latest_checkpoint", "attach
 def build_dose_network(in_channels: int, mask_fractions: Sequence[float] = (),
                        widths_a: Sequence[int] = (16, 32, 64, 128, 256),
                        widths_b: Sequence[int] = (32, 64, 128, 256, 512),
-                       prior_checkpoint: str | None = None) -> torch.nn.Module:
+                       prior_checkpoint: str | None = None, require_prior: bool = False) -> torch.nn.Module:
     """The basic cascade without dose masks, else the dose-mask cascade with a frozen prior of the same widths.
 
-    ``prior_checkpoint`` (the basic bundle's weights) is loaded when it is given and exists.
+    ``prior_checkpoint`` (the basic bundle's weights) is loaded when it exists. ``require_prior`` (training with
+    masks from the prior) makes a missing file an error: an untrained prior would make meaningless masks.
+    At inference the prior's weights come with the mask network's own checkpoint.
     """
     if not mask_fractions:
         return CascadeUNet(in_channels, widths_a, widths_b)
-    checkpoint = prior_checkpoint if prior_checkpoint and Path(prior_checkpoint).is_file() else None
-    return DoseMaskCascade(in_channels, mask_fractions, widths_a, widths_b, prior_checkpoint=checkpoint)
+    found = bool(prior_checkpoint) and Path(str(prior_checkpoint)).is_file()
+    if require_prior and not found:
+        raise FileNotFoundError(f"the dose masks come from the prior (mask_source 'prior'), but its weights "
+                                f"{prior_checkpoint} do not exist: train the basic bundle first, or set "
+                                "prior_checkpoint, or use mask_source 'reference'")
+    return DoseMaskCascade(in_channels, mask_fractions, widths_a, widths_b,
+                           prior_checkpoint=prior_checkpoint if found else None)
 
 
 def trainable_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -38,3 +38,13 @@ def test_reference_masks_train_and_evaluate_as_an_oracle(lung_phantom_datalist, 
                "['configs/inference.json','configs/evaluate.json','configs/cpu.json']", *common)
     info = json.loads((bundle / "eval" / "validation_masks-reference" / "run_info.json").read_text())
     assert info["mask_source"] == "reference" and info["dose_masks"] == [0.1, 0.5, 0.9]
+
+
+def test_training_with_prior_masks_needs_the_prior_weights(tmp_path):
+    import pytest
+
+    from custom_nets.training import build_dose_network
+
+    with pytest.raises(FileNotFoundError, match="train the basic bundle first"):
+        build_dose_network(9, (0.1, 0.5, 0.9), prior_checkpoint=str(tmp_path / "model.pt"), require_prior=True)
+    assert build_dose_network(9, (0.1, 0.5, 0.9), [2, 4, 8, 16, 32], [2, 4, 8, 16, 32]).n_masks == 3

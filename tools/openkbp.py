@@ -57,7 +57,7 @@ def export(prediction: str, case: str, out: str) -> str:
     """
     case_data = read_case(case, "openkbp", with_dose=False)
     image = nib.load(prediction)
-    if not np.allclose(to_openkbp_grid(np.zeros(image.shape), image.affine).shape, case_data.shape):
+    if image.shape != case_data.shape:
         raise ValueError(f"{prediction}: shape {image.shape} is not the case's grid {case_data.shape}")
     dose = to_openkbp_grid(np.asanyarray(image.dataobj).astype(np.float32), image.affine)
     mask = to_openkbp_grid(case_data.possible_dose_mask, case_data.affine)
