@@ -13,9 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from custom_nets.metrics.openkbp import d_0_1_cc
-
 __all__ = [
+    "d_0_1_cc",
     "dose_at_volume_percent",
     "volume_percent_at_dose",
     "paddick_conformity_index",
@@ -33,6 +32,13 @@ OAR_DOSE_LEVELS_GY = (5.0, 20.0, 30.0, 40.0)
 def dose_at_volume_percent(roi_dose: np.ndarray, percent: float) -> float:
     """``D_percent%`` (Gy): the dose that the hottest ``percent`` % of the voxels receive at least."""
     return float(np.percentile(roi_dose, 100.0 - percent)) if roi_dose.size else np.nan
+
+
+def d_0_1_cc(roi_dose: np.ndarray, voxel_volume_mm3: float) -> float:
+    """Near-maximum dose to the hottest 0.1 cc, OpenKBP's voxel-count rule: the percentile ``100 - 100 n / N``
+    with ``n = max(1, round(100 mm^3 / voxel volume))``."""
+    voxels = max(1.0, float(np.round(100.0 / voxel_volume_mm3)))
+    return float(np.percentile(roi_dose, 100.0 - voxels / roi_dose.size * 100.0))
 
 
 def volume_percent_at_dose(roi_dose: np.ndarray, dose_gy: float) -> float:

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from custom_nets.metrics.dvh import d_0_1_cc, dose_at_volume_percent
 from custom_nets.profiles import DatasetProfile, get_profile
 
-__all__ = ["dose_error", "openkbp_dvh_metrics", "dose_score", "dvh_score", "d_0_1_cc"]
+__all__ = ["dose_error", "openkbp_dvh_metrics", "dose_score", "dvh_score"]
 
 OAR_METRICS = ("D_0.1_cc", "mean")
 TARGET_METRICS = ("D_99", "D_95", "D_1")
@@ -25,12 +26,6 @@ TARGET_METRICS = ("D_99", "D_95", "D_1")
 def dose_error(reference_gy: np.ndarray, prediction_gy: np.ndarray, possible_dose_mask: np.ndarray) -> float:
     """OpenKBP dose error of one patient (Gy)."""
     return float(np.sum(np.abs(reference_gy - prediction_gy)) / np.sum(possible_dose_mask))
-
-
-def d_0_1_cc(roi_dose: np.ndarray, voxel_volume_mm3: float) -> float:
-    """Near-maximum dose to the hottest 0.1 cc, OpenKBP's voxel-count rule."""
-    voxels = max(1.0, float(np.round(100.0 / voxel_volume_mm3)))
-    return float(np.percentile(roi_dose, 100.0 - voxels / roi_dose.size * 100.0))
 
 
 def openkbp_dvh_metrics(dose_gy: np.ndarray, structures: Mapping[str, np.ndarray], voxel_volume_mm3: float,
@@ -46,8 +41,8 @@ def openkbp_dvh_metrics(dose_gy: np.ndarray, structures: Mapping[str, np.ndarray
     for roi in sorted(prof.targets, key=lambda t: prof.targets[t]):
         mask = structures.get(roi)
         roi_dose = dose_gy[mask.astype(bool)] if mask is not None else np.empty(0)
-        for metric, percentile in zip(TARGET_METRICS, (1, 5, 99)):
-            out[f"{metric}|{roi}"] = float(np.percentile(roi_dose, percentile)) if roi_dose.size else np.nan
+        for metric, percent in zip(TARGET_METRICS, (99.0, 95.0, 1.0)):
+            out[f"{metric}|{roi}"] = dose_at_volume_percent(roi_dose, percent)
     return out
 
 
