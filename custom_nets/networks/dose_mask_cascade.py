@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from custom_nets.networks.cascade_unet import CascadeUNet
-from custom_nets.profiles import DOSE_MASK_TOLERANCE
+from custom_nets.dose_masks import threshold_dose
 
 __all__ = ["DoseMaskCascade", "load_state_dict_file"]
 
@@ -51,7 +51,7 @@ class DoseMaskCascade(nn.Module):
         self.n_masks = len(fractions)
         self.prior = CascadeUNet(in_channels, prior_widths_a or widths_a, prior_widths_b or widths_b)
         self.refine = CascadeUNet(in_channels + self.n_masks, widths_a, widths_b)
-        self.register_buffer("thresholds", torch.tensor(list(fractions), dtype=torch.float32) - DOSE_MASK_TOLERANCE)
+        self.register_buffer("fractions", torch.tensor(list(fractions), dtype=torch.float32))
         self.prior.requires_grad_(False)
         self.prior.eval()
         if prior_checkpoint:
@@ -73,5 +73,5 @@ class DoseMaskCascade(nn.Module):
             raise ValueError(f"expected {self.in_channels} channels (masks from the prior) or "
                              f"{self.in_channels + self.n_masks} (masks given), got {x.shape[1]}")
         prior_dose = self.prior(x).detach()  # frozen: its parameters need no gradient
-        masks = (prior_dose >= self.thresholds.view(1, -1, 1, 1, 1)).to(x.dtype)
+        masks = threshold_dose(prior_dose, self.fractions)
         return self.refine(torch.cat([x, masks], dim=1))

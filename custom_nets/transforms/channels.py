@@ -12,7 +12,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from custom_nets.profiles import DOSE_MASK_TOLERANCE, dose_mask_thresholds
+from custom_nets.dose_masks import threshold_dose
+from custom_nets.profiles import dose_mask_thresholds
 
 __all__ = ["MergePTVd", "ScaleDosed", "DoseMasksd", "merge_ptv", "dose_masks"]
 
@@ -44,14 +45,12 @@ def dose_masks(relative_dose: torch.Tensor, fractions: Sequence[float]) -> torch
     Returns:
         float masks with one channel per fraction: (n, X, Y, Z) or (B, n, X, Y, Z).
     """
-    thresholds = torch.as_tensor(fractions, dtype=relative_dose.dtype, device=relative_dose.device)
-    thresholds = thresholds - DOSE_MASK_TOLERANCE
-    channel_dim = 0 if relative_dose.ndim == 4 else 1
-    if relative_dose.shape[channel_dim] != 1:
+    unbatched = relative_dose.ndim == 4
+    batch = relative_dose.unsqueeze(0) if unbatched else relative_dose
+    if batch.shape[1] != 1:
         raise ValueError(f"expected a single-channel dose, got shape {tuple(relative_dose.shape)}")
-    shape = [1] * relative_dose.ndim
-    shape[channel_dim] = -1
-    return (relative_dose >= thresholds.reshape(shape)).to(relative_dose.dtype)
+    masks = threshold_dose(batch, torch.as_tensor(fractions, dtype=torch.float64))
+    return masks[0] if unbatched else masks
 
 
 class MergePTVd(MapTransform):
