@@ -171,3 +171,56 @@ def test_distributed_training_with_two_cpu_processes(lung_phantom_datalist, tmp_
                "--dataset_dir", str(lung_phantom_datalist.parent), *TINY, "--max_iterations", "2",
                "--iterations_per_epoch", "2", "--num_workers", "0", launcher=("-m", "torch.distributed.run"))
     assert (bundle / "models" / "model.pt").is_file()
+
+
+def test_evaluate_config_writes_the_dosimetric_tables(openkbp_bundles, openkbp_mini_datalist):
+    from custom_nets.reports import load_evaluation
+    from custom_nets.reports.dosimetric_evaluation import read_predicted_dose
+
+    out = openkbp_bundles / "cascunet_basic" / "eval" / "validation"
+    run = load_evaluation(out)
+    assert run.case_ids == ["pt_201", "pt_202"] and run.info["gamma"]["distance_mm"] == 2.0
+    for entry in load_datalist(openkbp_mini_datalist, "validation"):
+        case = read_case(entry["case"])
+        predicted = read_predicted_dose(out / "predictions" / case.case_id / "dose_pred.nii.gz", case.affine,
+                                        case.shape)
+        ptv = case.structures["PTV70"]
+        assert run.structure_mae["PTV70"][case.case_id] == pytest.approx(
+            np.abs(predicted[ptv] - case.dose_gy[ptv]).mean(), rel=1e-6)
+        d95 = next(r for r in run.dvh_rows if r["case_id"] == case.case_id and r["structure"] == "PTV70"
+                   and r["metric"] == "D95%")
+        assert d95["reference"] == pytest.approx(np.percentile(case.dose_gy[ptv], 5), rel=1e-6)
+        assert 0 <= run.summary[case.case_id]["gamma_pass_rate_percent"] <= 100
+
+
+def test_report_compares_two_runs_in_tables_and_figures(openkbp_bundles, tmp_path):
+    from matplotlib.image import imread
+
+    from custom_nets.reports import write_report
+    from custom_nets.reports.tables import read_csv
+
+    runs = [openkbp_bundles / "cascunet_basic" / "eval" / "validation",
+            openkbp_bundles / "cascunet_dm3" / "eval" / "validation_masks-prior"]
+    report = write_report(runs, tmp_path / "report", max_case_figures=1, progress=False)
+    names = ["cascunet_basic", "cascunet_dm3 (prior masks)"]
+    targets = read_csv(tmp_path / "report" / "targets.csv")
+    assert {(r["structure"], r["metric"]) for r in targets} >= {("PTV70", m) for m in
+                                                                ("D2%", "D95%", "D98%", "D99%", "Dmean", "Dmax",
+                                                                 "D0.1cc", "CI", "HI")}
+    for name in names:
+        assert all(f"{name}|mae_mean" in r and r[f"{name}|test"] in ("too few",) for r in targets)  # 2 patients
+    oars = read_csv(tmp_path / "report" / "oars.csv")
+    assert {r["metric"] for r in oars} == {"V5Gy", "V20Gy", "V30Gy", "V40Gy", "Dmean", "Dmax", "D0.1cc"}
+    esophagus = next(r for r in oars if r["structure"] == "Esophagus" and r["metric"] == "Dmean")
+    assert esophagus["n"] == "1"  # pt_202 has no esophagus contour: its NaN is left out, not counted as zero
+    assert read_csv(tmp_path / "report" / "model_comparison.csv")
+    summary = read_csv(tmp_path / "report" / "summary.csv")
+    assert [r["model"] for r in summary] == names and summary[1]["mask_source"] == "prior"
+    text = report.read_text()
+    assert "Tables 4 and 6" in text and "cascunet_dm3 (prior masks): MAE" in text
+    figures = ["isodose_dice.png", "structure_mae.png", "training_curves.png", "cases/pt_201_dvh.png",
+               "cases/pt_201_dose.png"]
+    for figure in figures:
+        image = imread(tmp_path / "report" / figure)
+        assert image.shape[0] > 300 and image.shape[1] > 500 and image.std() > 0.05, figure
+    assert not (tmp_path / "report" / "cases" / "pt_202_dose.png").exists()

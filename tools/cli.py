@@ -6,6 +6,8 @@
     dosepred openkbp convert <train-pats.tar.xz> <validation-pats.tar.xz> --out data/openkbp
     dosepred openkbp export <pred.nii.gz> <case folder> <pt_N.csv>
     dosepred bundles sync                    # re-render bundles/* from bundles/_template
+    dosepred evaluate <datalist> <predictions dir> --split validation --out eval/mine
+    dosepred report <eval dir> [<eval dir> ...] --out report --names "basic,10 masks"
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 
 import fire
 
-from tools import bundles, openkbp, phantoms, quickstart
+from tools import bundles, openkbp, phantoms, quickstart, report
 
 
 def main() -> None:
@@ -32,6 +34,8 @@ def _fire() -> None:
             "phantoms": {"generate": phantoms.generate, "previews": phantoms.previews},
             "openkbp": {"convert": openkbp.convert, "export": openkbp.export},
             "bundles": {"sync": bundles.sync},
+            "evaluate": report.evaluate,
+            "report": report.report,
         },
         name="dosepred",
     )

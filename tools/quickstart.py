@@ -1,6 +1,6 @@
 """The README's first command: the whole job on the embedded default data (synthetic lung phantoms), on CPU.
 
-phantoms -> train the basic cascade briefly (CPU profile) -> predict the test patients -> evaluate them.
+phantoms -> train the basic cascade briefly (CPU profile) -> predict the test patients -> evaluate them -> report.
 """
 
 from __future__ import annotations
@@ -9,14 +9,9 @@ import json
 import shutil
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 from monai.bundle import run as run_bundle
 
-from custom_nets.io.canonical import read_case
-from custom_nets.io.datalist import load_datalist
-from custom_nets.io.orientation import axcodes_of, reorient
-from custom_nets.reports.case_preview import render_case_png
+from custom_nets.reports import write_report
 from tools import phantoms
 from tools.bundles import BUNDLES_DIR
 
@@ -25,7 +20,7 @@ def run(out: str = "runs/quickstart", n_training: int = 6, n_validation: int = 2
         shape: int = 48, iterations: int = 60, seed: int = 0) -> str:
     """Generate lung phantoms, train cascunet_basic for ITERATIONS on CPU, predict and evaluate the test split.
 
-    Prints where the report is and returns the evaluation folder.
+    Prints where the report (tables, DVHs, dose images, training curves) is and returns its report.md.
     """
     out_dir = Path(out).resolve()
     datalist = phantoms.generate(out=str(out_dir / "data"), profile="lung", n_training=n_training,
@@ -43,16 +38,8 @@ def run(out: str = "runs/quickstart", n_training: int = 6, n_validation: int = 2
     run_bundle(config_file=inference, **common, split="test")
     run_bundle(config_file=[*inference[:1], str(configs / "evaluate.json"), inference[1]], **common, split="test")
 
-    report = bundle / "eval" / "test"
-    for entry in load_datalist(datalist, "test"):
-        case = read_case(entry["case"])
-        predicted = nib.load(bundle / "predictions" / case.case_id / "dose_pred.nii.gz")
-        dose = reorient(np.asanyarray(predicted.dataobj), predicted.affine, axcodes_of(case.affine))
-        render_case_png(case, report / f"{case.case_id}_planned.png", title=f"{case.case_id}: planned dose")
-        render_case_png(case, report / f"{case.case_id}_predicted.png", dose_gy=dose,
-                        title=f"{case.case_id}: predicted dose (cascunet_basic, {iterations} CPU iterations)")
-    metrics = json.loads((report / "run_info.json").read_text())["metrics"]
+    evaluation = bundle / "eval" / "test"
+    metrics = json.loads((evaluation / "run_info.json").read_text())["metrics"]
     print(f"test split ({n_test} phantoms), basic cascade after {iterations} iterations at the CPU profile: "
           + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
-    print(f"report: {report}")
-    return str(report)
+    return str(write_report([evaluation], out_dir / "report", names=[f"cascunet_basic ({iterations} CPU its)"]))

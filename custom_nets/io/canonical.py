@@ -32,6 +32,7 @@ __all__ = [
     "CASE_JSON",
     "CT_FILE",
     "DOSE_FILE",
+    "PREDICTED_DOSE_FILE",
     "POSSIBLE_DOSE_MASK_FILE",
     "STRUCTURE_DIR",
     "CaseError",
@@ -45,6 +46,7 @@ FORMAT_VERSION = 1
 CASE_JSON = "case.json"
 CT_FILE = "ct.nii.gz"
 DOSE_FILE = "dose.nii.gz"
+PREDICTED_DOSE_FILE = "dose_pred.nii.gz"  # a prediction: <predictions>/<case_id>/dose_pred.nii.gz
 POSSIBLE_DOSE_MASK_FILE = "possible_dose_mask.nii.gz"
 STRUCTURE_DIR = "structures"
 _AFFINE_ATOL_MM = 1e-3

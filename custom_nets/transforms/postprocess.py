@@ -12,6 +12,7 @@ import torch
 from monai.transforms import MapTransform
 
 from custom_nets.io.atomic import atomic_file, write_text_atomic
+from custom_nets.io.canonical import PREDICTED_DOSE_FILE
 from custom_nets.io.openkbp import OPENKBP_SHAPE, to_openkbp_grid, write_submission_csv
 
 __all__ = ["PhysicalDosed", "SaveDosed"]
@@ -63,7 +64,7 @@ class SaveDosed(MapTransform):
             case_dir = self.output_dir / case_id
             image = nib.Nifti1Image(volume, affine)
             image.header.set_xyzt_units("mm")
-            with atomic_file(case_dir / "dose_pred.nii.gz") as tmp:
+            with atomic_file(case_dir / PREDICTED_DOSE_FILE) as tmp:
                 nib.save(image, tmp)
             write_text_atomic(case_dir / "prediction.json",
                               json.dumps({"case_id": case_id, "dose_units": "Gy", **self.info}, indent=1) + "\n")
