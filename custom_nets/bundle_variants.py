@@ -1,4 +1,5 @@
-"""The cascade bundles: one template, five variants that differ only in their dose-mask set.
+"""The bundles: one template, six variants. The five cascades differ only in their dose-mask set; RANDose
+replaces the network, the loss, the optimiser settings and the input/label channels (config overrides).
 
 ``bundles/_template`` holds the shared configs and docs; :func:`render_bundle` writes a self-contained
 bundle folder for a variant (configs with its ``dose_mask_set``, metadata.json with its channels, docs).
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
@@ -28,14 +30,117 @@ _CONFIGS = ("train.json", "inference.json", "evaluate.json", "multi_gpu_train.js
             "logging.conf")
 
 
+CASCADE_MODEL_TEXT = (
+    "The network is CascU-Net (two 3D U-Nets in series: GD-Net, then RD-Net fed with the input and GD-Net's "
+    "last\nfeature map), as in \"CascU-Net with dose masks for lung IMRT\" (see References).")
+CASCADE_SCHEDULE_TEXT = (
+    "Paper schedule (default): Adam, lr 3e-4, weight decay 1e-4, cosine annealing per iteration to 1e-7 over\n"
+    "80,000 iterations, batch 2, 500 iterations per epoch, validation every epoch; loss 0.5 x L1(GD-Net) +\n"
+    "1.0 x L1(RD-Net) over the possible-dose voxels; Kaiming initialisation; augmentation: random flips of\n"
+    "the x and z axes, rotation about the axial axis by multiples of 40 degrees, translation up to 20 voxels.")
+CASCADE_REFERENCES = (
+    "- CascU-Net with dose masks for lung IMRT dose prediction (the cascade paper, ../shared/papers in the\n"
+    "  project).\n"
+    "- Liu S, et al. \"A cascade 3D U-Net for dose prediction in radiotherapy.\" Medical Physics 48(9), 2021\n"
+    "  (C3D, the OpenKBP-winning cascade this design follows).")
+OPENKBP_REFERENCE = ("- Babier A, et al. \"OpenKBP: The open-access knowledge-based planning grand challenge and "
+                     "dataset.\"\n  Medical Physics 48(9):5549-5561, 2021.")
+
+
 @dataclass(frozen=True)
 class BundleVariant:
-    """What distinguishes one cascade bundle from another."""
+    """What distinguishes one bundle from another.
+
+    Attributes:
+        name, title: folder name and title.
+        dose_mask_set: the cascade's dose-mask set (None: no dose masks).
+        with_body: the input has the body / possible-dose channel.
+        config_overrides: per config file, top-level keys replaced in the template's config.
+        extra_configs: further config files of this bundle only (e.g. ablation overrides).
+        model_text, schedule_text, references: the variant's paragraphs of docs/README.md.
+    """
 
     name: str
     title: str
-    dose_mask_set: str | None  # None: the basic cascade (no dose masks)
+    dose_mask_set: str | None
+    with_body: bool = True
+    config_overrides: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    extra_configs: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    model_text: str = CASCADE_MODEL_TEXT
+    schedule_text: str = CASCADE_SCHEDULE_TEXT
+    references: str = CASCADE_REFERENCES
 
+    def input_channel_names(self) -> list[str]:
+        names = LUNG.input_channel_names()  # a mask variant makes its masks inside the network
+        return names if self.with_body else [n for n in names if n != (LUNG.body or "possible_dose_mask")]
+
+
+_RANDOSE_NETWORK: dict[str, object] = {
+    "widths": [16, 32, 64, 128, 256],
+    "stem_channels": 8,
+    "use_msfe": True,
+    "use_csa": True,
+    "use_pi": True,
+    "use_af": True,
+    "in_channels": "$2 + len(@profile.oars)",
+    "input_keys": ["ct", "ptv_merged", "oar"],
+    "network_def": {"_target_": "custom_nets.networks.RANDose", "in_channels": "@in_channels", "widths": "@widths",
+                    "stem_channels": "@stem_channels", "use_msfe": "@use_msfe", "use_csa": "@use_csa",
+                    "use_pi": "@use_pi", "use_af": "@use_af"},
+}
+_RANDOSE_TRAINING: dict[str, object] = {
+    **_RANDOSE_NETWORK,
+    "loss_ptv": True,
+    "loss_oar": True,
+    "learnable_loss_weights": True,
+    "loss_def": {"_target_": "custom_nets.losses.RegionAwareDoseLoss", "n_targets": "$len(@profile.target_names)",
+                 "use_ptv": "@loss_ptv", "use_oar": "@loss_oar", "learnable": "@learnable_loss_weights"},
+    "learning_rate": 0.0001,
+    "weight_decay": 0.0,
+    "lr_scheduler": {"_target_": "torch.optim.lr_scheduler.ConstantLR", "optimizer": "@optimizer", "factor": 1.0,
+                     "total_iters": 0},
+    "label_keys": ["dose", "possible_dose_mask", "ptv", "oar"],
+    "case_keys": ["ct", "dose", "possible_dose_mask", "body", "oar", "ptv"],
+    "spatial_keys": ["ct", "dose", "possible_dose_mask", "body", "oar", "ptv_merged", "ptv"],
+    "spatial_modes": ["bilinear", "bilinear", "nearest", "nearest", "nearest", "nearest", "nearest"],
+}
+_OFF = {"use_msfe": False, "use_csa": False, "use_pi": False, "use_af": False}
+RANDOSE = BundleVariant(
+    "randose", "RANDose: region-aware attention U-Net (MSCSA, PTV integration, attention fusion)", None,
+    with_body=False,
+    config_overrides={"train.json": _RANDOSE_TRAINING, "inference.json": _RANDOSE_NETWORK,
+                      "cpu.json": {"widths": [4, 8, 16, 32, 64], "stem_channels": 4}},
+    extra_configs={  # Table 2 of the RANDose paper: (a) modules, (b) loss terms; the full model is the default
+        "ablation_unet.json": _OFF,
+        "ablation_msfe.json": {**_OFF, "use_msfe": True},
+        "ablation_msfe_csa.json": {**_OFF, "use_msfe": True, "use_csa": True},
+        "ablation_msfe_csa_pi.json": {"use_af": False},
+        "ablation_loss_l1.json": {"loss_ptv": False, "loss_oar": False},
+        "ablation_loss_l1_ptv.json": {"loss_oar": False},
+        "loss_fixed_weights.json": {"learnable_loss_weights": False},
+    },
+    model_text=(
+        "The network is RANDose (\"Region-aware Attention Net\", MICCAI 2025): a 5-stage 3D U-Net whose encoder\n"
+        "stages are MSCSA blocks (parallel 3/5/7 convolutions summed, then channel and spatial attention fused\n"
+        "as F_CA + alpha F_SA), with PTV integration (PI) at every encoder stage from the second on and\n"
+        "attention fusion (AF: CSA(F_E) + beta CSA(F_D)) on every skip; CT, merged PTV and OARs have separate\n"
+        "input convolutions (`custom_nets.networks.RANDose`). Each module can be switched off: the\n"
+        "`configs/ablation_*.json` overrides are the paper's Table 2 rows. Size, from `dosepred model-size\n"
+        "randose [--cpu]` (OpenKBP, 9 input channels, 128^3): 94.23 M parameters and 2.18 TFLOP per forward\n"
+        "pass at the default widths [16..256]; 6.02 M and 0.195 TFLOP at the CPU profile's [4..64]. The paper\n"
+        "gives no widths; most of the size is the 5^3 and 7^3 kernels of MSFE and PI at the deep stages."),
+    schedule_text=(
+        "Paper setting (default): Adam, lr 1e-4 (constant; the paper names no schedule, no weight decay),\n"
+        "80,000 iterations, batch 2, 500 iterations per epoch, validation every epoch; region-aware loss\n"
+        "L1(possible-dose voxels) + w_PTV L1(PTV voxels) + w_OAR L1(OAR voxels)\n"
+        "(`custom_nets.losses.RegionAwareDoseLoss`). The paper's learnable weights would collapse to zero as\n"
+        "plain multipliers; here they are uncertainty weights, exp(-s) L + s, whose optimum exp(-s) = 1 / L\n"
+        "stays positive. They are logged every 50 iterations (console, TensorBoard `loss_weight/*`);\n"
+        "`configs/loss_fixed_weights.json` keeps them fixed at 1. Augmentation as the cascade bundles:\n"
+        "random flips of x and z, axial rotation by multiples of 40 degrees, translation up to 20 voxels."),
+    references=("- Region-aware attention network for radiotherapy dose prediction (RANDose), MICCAI 2025\n"
+                "  (../shared/papers in the project)."),
+)
 
 VARIANTS: dict[str, BundleVariant] = {
     v.name: v
@@ -45,6 +150,7 @@ VARIANTS: dict[str, BundleVariant] = {
         BundleVariant("cascunet_dm5", "CascU-Net-DM5: cascade with 5 dose masks", "5"),
         BundleVariant("cascunet_dm7", "CascU-Net-DM7: cascade with 7 dose masks", "7"),
         BundleVariant("cascunet_dm10", "CascU-Net-DM10: cascade with 10 dose masks", "10"),
+        RANDOSE,
     )
 }
 
@@ -55,7 +161,7 @@ def _fractions(variant: BundleVariant) -> tuple[float, ...]:
 
 def metadata(variant: BundleVariant) -> dict:
     """``configs/metadata.json`` of a variant (MONAI meta_schema_20240725), for the default lung profile."""
-    channels = LUNG.input_channel_names()
+    channels = variant.input_channel_names()
     fractions = _fractions(variant)
     masks = (f" Its {len(fractions)} dose masks (dose >= {', '.join(f'{round(100 * f)}%' for f in fractions)} of "
              "the reference dose) come from a frozen prior (the basic cascade) inside the network, so the input is "
@@ -74,7 +180,7 @@ def metadata(variant: BundleVariant) -> dict:
         "name": variant.title.split(":")[0],
         "task": "3D radiotherapy dose prediction (IMRT)",
         "description": (f"{variant.title}. Predicts the 3D IMRT dose from CT, a merged PTV channel "
-                        f"(prescription / reference dose), OAR masks and the body mask.{masks}"),
+                        f"(prescription / reference dose), OAR masks{' and the body mask' if variant.with_body else ''}.{masks}"),
         "authors": "dose-prediction bundles contributors",
         "copyright": "Copyright (c) the dose-prediction bundles contributors",
         "data_source": "synthetic lung phantoms (default); OpenKBP with configs/openkbp.json; your DICOM-RT data",
@@ -85,9 +191,8 @@ def metadata(variant: BundleVariant) -> dict:
         "eval_metrics": {"dose_score_gy": "OpenKBP dose score (lower is better)",
                          "dvh_score_gy": "OpenKBP DVH score (lower is better)"},
         "intended_use": "Research and knowledge-based planning support; not a treatment planning system.",
-        "references": ["CascU-Net with dose masks for lung IMRT dose prediction",
-                       "Liu S, et al. A cascade 3D U-Net for dose prediction in radiotherapy. Med Phys 2021",
-                       "Babier A, et al. OpenKBP. Med Phys 48(9):5549-5561, 2021"],
+        "references": [line.lstrip("- ").strip() for line in
+                       (variant.references + "\n" + OPENKBP_REFERENCE).replace("\n  ", " ").splitlines()],
         "network_data_format": {
             "inputs": {
                 "image": {
@@ -120,7 +225,7 @@ def metadata(variant: BundleVariant) -> dict:
 
 def _docs(variant: BundleVariant, template: str) -> str:
     fractions = _fractions(variant)
-    channels = LUNG.input_channel_names()
+    channels = variant.input_channel_names()
     table = "| channel | content |\n| --- | --- |\n" + "\n".join(f"| {i} | {c} |" for i, c in enumerate(channels))
     if fractions:
         variant_text = (
@@ -136,14 +241,19 @@ def _docs(variant: BundleVariant, template: str) -> str:
             "`../cascunet_basic/models/model.pt`); they are stored in this bundle's checkpoints too. With "
             "`--mask_source reference` the masks come from the planned dose instead (oracle).\n")
         mask_note = " and the mask source (prior or reference)"
-    else:
+    elif variant.name == "cascunet_basic":
         variant_text = "\nThis is the basic cascade, without dose masks; it is the prior of the mask variants.\n"
+        training_text = ""
+        mask_note = ""
+    else:
+        variant_text = ""
         training_text = ""
         mask_note = ""
     return Template(template).substitute(
         title=variant.title, summary=metadata(variant)["description"], channel_table=table,
         reference_dose_gy=f"{LUNG.reference_dose_gy:g}", variant_text=variant_text, training_text=training_text,
-        mask_note=mask_note)
+        mask_note=mask_note, model_text=variant.model_text, schedule_text=variant.schedule_text,
+        references=variant.references + "\n" + OPENKBP_REFERENCE)
 
 
 def render_bundle(variant: BundleVariant | str, template_dir: str | Path, out_dir: str | Path) -> Path:
@@ -160,8 +270,11 @@ def render_bundle(variant: BundleVariant | str, template_dir: str | Path, out_di
             config = json.loads(text)
             if "dose_mask_set" in config:
                 config["dose_mask_set"] = mask_set
+            config.update(variant.config_overrides.get(name, {}))
             text = json.dumps(config, indent=4) + "\n"
         (out_dir / "configs" / name).write_text(text)
+    for name, config in variant.extra_configs.items():
+        (out_dir / "configs" / name).write_text(json.dumps(config, indent=4) + "\n")
     (out_dir / "configs" / "metadata.json").write_text(json.dumps(metadata(variant), indent=4) + "\n")
     (out_dir / "docs" / "README.md").write_text(_docs(variant, (template_dir / "docs" / "README.md").read_text()))
     shutil.copyfile(template_dir / "docs" / "data_license.txt", out_dir / "docs" / "data_license.txt")

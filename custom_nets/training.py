@@ -76,3 +76,27 @@ def attach_checkpoints(trainer, ckpt_dir: str | Path, objects: Mapping[str, obje
         raise FileNotFoundError(f"resume requested but {ckpt_dir} holds no checkpoint_*.pt")
     CheckpointLoader(load_path=str(checkpoint), load_dict=state, map_location="cpu").attach(trainer)
     return checkpoint
+
+
+def log_loss_weights(trainer, loss: torch.nn.Module, log_dir: str | Path, every_iterations: int = 50) -> bool:
+    """Log a loss's region weights (``loss.weights()``, e.g. RANDose's learnable ones) every
+    ``every_iterations`` iterations to the console and as TensorBoard scalars ``loss_weight/<name>`` in
+    ``log_dir``. Losses without weights are left alone; returns whether anything was attached."""
+    if not callable(getattr(loss, "weights", None)) or not loss.weights():
+        return False
+    from ignite.engine import Events
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(log_dir))
+
+    @trainer.on(Events.ITERATION_COMPLETED(every=every_iterations))
+    def _log(engine) -> None:
+        weights = loss.weights()
+        for name, value in weights.items():
+            writer.add_scalar(f"loss_weight/{name}", value, engine.state.iteration)
+        writer.flush()
+        engine.logger.info("loss weights: " + ", ".join(f"{k} {v:.4f}" for k, v in weights.items()))
+
+    trainer.add_event_handler(Events.COMPLETED, lambda _: writer.close())
+    return True
+

@@ -20,10 +20,11 @@ from custom_nets.bundle_variants import VARIANTS, render_bundle
 from custom_nets.io.canonical import read_case
 from custom_nets.io.datalist import load_datalist
 from custom_nets.io.openkbp import read_sparse_dose_csv, to_openkbp_grid
-from custom_nets.profiles import OPENKBP
 
 BUNDLES = list(VARIANTS)
-TINY = ["--widths_a", "[2,4,8,16,32]", "--widths_b", "[2,4,8,16,32]", "--patch_size", "[32,32,32]"]
+TINY = ["--widths_a", "[2,4,8,16,32]", "--widths_b", "[2,4,8,16,32]", "--widths", "[2,4,8,16,32]",
+        "--stem_channels", "2", "--patch_size", "[32,32,32]"]  # cascade and RANDose widths (unused keys are inert)
+MASK_BUNDLES = [name for name in BUNDLES if VARIANTS[name].dose_mask_set]
 CONFIGS = {
     "train": "['configs/train.json','configs/openkbp.json','configs/cpu.json']",
     "infer": "['configs/inference.json','configs/openkbp.json','configs/cpu.json']",
@@ -57,7 +58,8 @@ def test_verify_metadata_and_net_in_out(name):
     verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema))
     verify_net_in_out(net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"),
                       config_file=str(bundle / "configs" / "inference.json"), n=2,
-                      widths_a=[2, 4, 8, 16, 32], widths_b=[2, 4, 8, 16, 32])
+                      widths_a=[2, 4, 8, 16, 32], widths_b=[2, 4, 8, 16, 32], widths=[2, 4, 8, 16, 32],
+                      stem_channels=2)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def test_openkbp_training_writes_checkpoints(openkbp_bundles, name):
     assert (models / "model.pt").is_file()
     assert list(models.glob("checkpoint_*.pt"))
     state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
-    if name != "cascunet_basic":  # the prior inside the mask network is the basic bundle's trained cascade
+    if name in MASK_BUNDLES:  # the prior inside the mask network is the basic bundle's trained cascade
         basic = torch.load(openkbp_bundles / "cascunet_basic" / "models" / "model.pt", map_location="cpu",
                            weights_only=True)
         for key, value in basic.items():
@@ -102,16 +104,16 @@ def test_inference_writes_physical_dose_and_submission(openkbp_bundles, openkbp_
         submission = read_sparse_dose_csv(out / "submission" / f"{entry['case_id']}.csv")
         np.testing.assert_allclose(submission, dose, rtol=1e-6, atol=1e-6)
         info = json.loads((out / entry["case_id"] / "prediction.json").read_text())
-        assert info["mask_source"] == ("none" if name == "cascunet_basic" else "prior")
+        assert info["mask_source"] == ("prior" if name in MASK_BUNDLES else "none")
 
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_evaluation_reports_scores_and_mask_source(openkbp_bundles, name):
-    folder = "validation" if name == "cascunet_basic" else "validation_masks-prior"
+    folder = "validation_masks-prior" if name in MASK_BUNDLES else "validation"
     out = openkbp_bundles / name / "eval" / folder
     info = json.loads((out / "run_info.json").read_text())
     assert info["split"] == "validation" and info["profile"] == "openkbp"
-    assert info["mask_source"] == ("none" if name == "cascunet_basic" else "prior")
+    assert info["mask_source"] == ("prior" if name in MASK_BUNDLES else "none")
     assert np.isfinite(info["metrics"]["dose_score_gy"]) and np.isfinite(info["metrics"]["dvh_score_gy"])
     raw = (out / "dose_score_gy_raw.csv").read_text().splitlines()
     assert [line.split("\t")[0].split(",")[0] for line in raw[1:]] == ["pt_201", "pt_202"]
@@ -136,18 +138,20 @@ def test_evaluation_dose_score_is_the_openkbp_dose_error_of_the_written_predicti
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_ckpt_export_torchscript_equals_eager(openkbp_bundles, name):
-    from custom_nets.profiles import dose_mask_thresholds
-    from custom_nets.training import build_dose_network
+    from monai.bundle import ConfigParser
 
     bundle = openkbp_bundles / name
     run_bundle(bundle, "ckpt_export", "network_def", "--filepath", "models/model.ts", "--ckpt_file", "models/model.pt",
                "--meta_file", "configs/metadata.json", "--config_file", CONFIGS["infer"], *TINY)
     exported = torch.jit.load(str(bundle / "models" / "model.ts"))
-    fractions = dose_mask_thresholds(VARIANTS[name].dose_mask_set) if VARIANTS[name].dose_mask_set else ()
-    eager = build_dose_network(len(OPENKBP.input_channel_names()), fractions, [2, 4, 8, 16, 32], [2, 4, 8, 16, 32])
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / f) for f in ("inference.json", "openkbp.json", "cpu.json")])
+    parser.update({TINY[i][2:]: json.loads(TINY[i + 1]) for i in range(0, len(TINY), 2)})
+    parser["bundle_root"] = str(bundle)
+    eager = parser.get_parsed_content("network_def")
     eager.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True))
     eager.eval()
-    x = torch.rand(1, len(OPENKBP.input_channel_names()), 32, 32, 32)
+    x = torch.rand(1, parser.get_parsed_content("in_channels"), 32, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(exported(x), eager(x), rtol=0, atol=1e-5)
 
@@ -224,3 +228,42 @@ def test_report_compares_two_runs_in_tables_and_figures(openkbp_bundles, tmp_pat
         image = imread(tmp_path / "report" / figure)
         assert image.shape[0] > 300 and image.shape[1] > 500 and image.std() > 0.05, figure
     assert not (tmp_path / "report" / "cases" / "pt_202_dose.png").exists()
+
+
+def test_randose_checkpoint_holds_the_learnable_loss_weights(openkbp_bundles):
+    checkpoint = next((openkbp_bundles / "randose" / "models").glob("checkpoint_*.pt"))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    log_inverse_weights = state["loss"]["log_inverse_weights"]
+    assert log_inverse_weights.shape == (2,) and torch.all(log_inverse_weights != 0)  # moved from w = 1 (s = 0)
+
+
+@pytest.mark.parametrize("override, modules", [
+    ("ablation_unet.json", set()),
+    ("ablation_msfe.json", {"MultiScaleFeatureExtraction"}),
+    ("ablation_msfe_csa.json", {"MultiScaleFeatureExtraction", "ChannelSpatialAttention"}),
+    ("ablation_msfe_csa_pi.json", {"MultiScaleFeatureExtraction", "ChannelSpatialAttention", "PTVIntegration"}),
+    (None, {"MultiScaleFeatureExtraction", "ChannelSpatialAttention", "PTVIntegration", "AttentionFusion"}),
+])
+def test_randose_ablation_overrides_are_the_table_2_networks(override, modules):
+    from monai.bundle import ConfigParser
+
+    configs = REPO_ROOT / "bundles" / "randose" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), str(configs / "cpu.json")]
+                       + ([str(configs / override)] if override else []))
+    network = parser.get_parsed_content("network_def")
+    attention = {"MultiScaleFeatureExtraction", "ChannelSpatialAttention", "PTVIntegration", "AttentionFusion"}
+    assert {type(m).__name__ for m in network.modules()} & attention == modules
+
+
+@pytest.mark.parametrize("override, terms, learnable", [("ablation_loss_l1.json", set(), True),
+                                                        ("ablation_loss_l1_ptv.json", {"w_ptv"}, True),
+                                                        ("loss_fixed_weights.json", {"w_ptv", "w_oar"}, False)])
+def test_randose_loss_overrides_are_the_table_2b_rows(override, terms, learnable):
+    from monai.bundle import ConfigParser
+
+    configs = REPO_ROOT / "bundles" / "randose" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), str(configs / override)])
+    loss = parser.get_parsed_content("loss_def")
+    assert set(loss.weights()) == terms and bool(list(loss.parameters())) == learnable

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_quickstart_command_runs_on_the_embedded_phantoms(tmp_path):
     out = tmp_path / "qs"
@@ -33,3 +35,17 @@ def test_bad_arguments_get_a_clear_message(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
     )
     assert result.returncode != 0 and "shape must be three sizes >= 16" in result.stderr
+
+
+def test_model_size_counts_parameters_and_flops_of_a_bundle_network():
+    from custom_nets.networks import RANDose
+    from tools.model_size import model_size
+
+    result = model_size("randose", size=32, cpu=True)
+    network = RANDose(9, widths=[4, 8, 16, 32, 64], stem_channels=4)
+    assert result["parameters"] == sum(p.numel() for p in network.parameters()) and result["input_channels"] == 9
+    first_conv = network.ct_stem.conv  # 1 -> 4 channels, 3^3 kernel, at every one of the 32^3 voxels
+    assert first_conv.weight.shape == (4, 1, 3, 3, 3)
+    assert result["forward_gflop"] * 1e9 > 2 * 4 * 27 * 32**3  # more than the first convolution alone
+    assert model_size("randose", size=64, cpu=True)["forward_gflop"] == pytest.approx(8 * result["forward_gflop"],
+                                                                                        rel=0.01)

@@ -119,3 +119,26 @@ def test_randose_is_scriptable_and_equal_to_eager():
         x = torch.randn(1, 9, 16, 16, 16)
         with torch.no_grad():
             torch.testing.assert_close(torch.jit.script(net)(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_loss_weights_are_logged_during_training(tmp_path):
+    from ignite.engine import Engine
+
+    from custom_nets.reports.training_logs import read_scalars
+    from custom_nets.training import log_loss_weights
+
+    loss_fn = RegionAwareDoseLoss(n_targets=1)
+    optimizer = torch.optim.SGD(loss_fn.parameters(), lr=0.1)
+    label = torch.cat([torch.full((1, 1, 4, 4, 4), 0.5), torch.ones(1, 3, 4, 4, 4)], dim=1)
+
+    def step(engine, batch):
+        optimizer.zero_grad()
+        loss_fn(torch.zeros(1, 1, 4, 4, 4), label).backward()
+        optimizer.step()
+
+    trainer = Engine(step)
+    assert log_loss_weights(trainer, loss_fn, tmp_path, every_iterations=2)
+    trainer.run(range(6), max_epochs=1)
+    steps, values = read_scalars(tmp_path, "loss_weight/w_ptv")
+    assert list(steps) == [2, 4, 6] and values[-1] == pytest.approx(loss_fn.weights()["w_ptv"])
+    assert not log_loss_weights(Engine(step), torch.nn.L1Loss(), tmp_path)

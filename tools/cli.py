@@ -8,6 +8,7 @@
     dosepred bundles sync                    # re-render bundles/* from bundles/_template
     dosepred evaluate <datalist> <predictions dir> --split validation --out eval/mine
     dosepred report <eval dir> [<eval dir> ...] --out report --names "basic,10 masks"
+    dosepred model-size randose --size 128   # parameters and FLOPs of a bundle's network
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 
 import fire
 
-from tools import bundles, openkbp, phantoms, quickstart, report
+from tools import bundles, model_size, openkbp, phantoms, quickstart, report
 
 
 def main() -> None:
@@ -36,6 +37,7 @@ def _fire() -> None:
             "bundles": {"sync": bundles.sync},
             "evaluate": report.evaluate,
             "report": report.report,
+            "model-size": model_size.model_size,
         },
         name="dosepred",
     )

@@ -2,5 +2,6 @@
 
 from custom_nets.networks.cascade_unet import CascadeUNet, DoseUNet
 from custom_nets.networks.dose_mask_cascade import DoseMaskCascade, load_state_dict_file
+from custom_nets.networks.randose import RANDose
 
-__all__ = ["CascadeUNet", "DoseMaskCascade", "DoseUNet", "load_state_dict_file"]
+__all__ = ["CascadeUNet", "DoseMaskCascade", "DoseUNet", "RANDose", "load_state_dict_file"]
