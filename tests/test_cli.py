@@ -21,11 +21,14 @@ def test_quickstart_command_runs_on_the_embedded_phantoms(tmp_path):
     datalist = json.loads((out / "data" / "datalist.json").read_text())
     assert [len(datalist[s]) for s in ("training", "validation", "test")] == [2, 1, 1]
     assert len(list((out / "data" / "previews").glob("*.png"))) == 4
-    report = out / "cascunet_basic" / "eval" / "test"
-    assert f"report: {report}" in result.stdout
-    info = json.loads((report / "run_info.json").read_text())
+    evaluation = out / "cascunet_basic" / "eval" / "test"
+    info = json.loads((evaluation / "run_info.json").read_text())
     assert info["split"] == "test" and info["metrics"]["dose_score_gy"] > 0
-    assert len(list(report.glob("*_predicted.png"))) == 1
+    assert f"report: {out / 'report' / 'report.md'}" in result.stdout
+    case_id = datalist["test"][0]["case_id"]
+    for produced in ("report.md", "targets.csv", "oars.csv", "isodose_dice.png", "training_curves.png",
+                     f"cases/{case_id}_dose.png", f"cases/{case_id}_dvh.png"):
+        assert (out / "report" / produced).is_file(), produced
     assert (out / "cascunet_basic" / "models" / "model.pt").is_file()
 
 
