@@ -84,7 +84,8 @@ def evaluate_predictions(datalist: str | Path, split: str, predictions_dir: str 
     start = time.perf_counter()
     for entry in tqdm(entries, desc=f"evaluating {split}", unit="case", disable=not progress):
         case = read_case(entry["case"])
-        predicted = read_predicted_dose(predictions_dir / entry["case_id"] / PREDICTED_DOSE_FILE, case.affine, case.shape)
+        predicted = read_predicted_dose(predictions_dir / entry["case_id"] / PREDICTED_DOSE_FILE, case.affine,
+                                        case.shape)
         result = evaluate_case(case, predicted, entry["prescriptions_gy"], gamma=criteria,
                                isodose_step_gy=isodose_step_gy)
         dvh_rows += [{"case_id": case.case_id, **row} for row in result.dvh_rows]

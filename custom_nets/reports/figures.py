@@ -99,7 +99,8 @@ def plot_training_curves(logs: Mapping[str, Mapping[str, tuple[np.ndarray, np.nd
         window = max(1, len(loss) // 50)
         smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
         loss_ax.plot(steps, loss, color=_colour(i), alpha=0.2, linewidth=0.6)
-        loss_ax.plot(steps[window - 1:], smooth, color=_colour(i), label=name if window == 1 else f"{name} (running mean of {window})")
+        label = name if window == 1 else f"{name} (running mean of {window})"
+        loss_ax.plot(steps[window - 1:], smooth, color=_colour(i), label=label)
         epochs, score = tags.get(validation_tag, (np.empty(0), np.empty(0)))
         if len(epochs):
             val_ax.plot(epochs, score, "o-", color=_colour(i), label=name)

@@ -16,7 +16,8 @@ __all__ = ["write_run_info"]
 def write_run_info(output_dir: str | Path, bundle: str | Path, **info: object) -> Path:
     """Write ``<output_dir>/run_info.json``: the bundle's absolute path (reports find its training log there),
     ``info``, and the software and machine it ran on."""
-    record = {"bundle": str(Path(bundle).resolve()), **info, "torch": torch.__version__, "cuda": torch.cuda.is_available(), "machine": platform.machine()}
+    record = {"bundle": str(Path(bundle).resolve()), **info, "torch": torch.__version__,
+              "cuda": torch.cuda.is_available(), "machine": platform.machine()}
     path = write_text_atomic(Path(output_dir) / "run_info.json", json.dumps(record, indent=1, default=str) + "\n")
     print(f"evaluation: {path}")
     return path
