@@ -100,7 +100,6 @@ _RANDOSE_TRAINING: dict[str, object] = {
     "lr_scheduler": {"_target_": "torch.optim.lr_scheduler.ConstantLR", "optimizer": "@optimizer", "factor": 1.0,
                      "total_iters": 0},
     "label_keys": ["dose", "possible_dose_mask", "ptv", "oar"],
-    "case_keys": ["ct", "dose", "possible_dose_mask", "body", "oar", "ptv"],
     "spatial_keys": ["ct", "dose", "possible_dose_mask", "body", "oar", "ptv_merged", "ptv"],
     "spatial_modes": ["bilinear", "bilinear", "nearest", "nearest", "nearest", "nearest", "nearest"],
 }

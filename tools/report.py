@@ -5,16 +5,18 @@ from __future__ import annotations
 from custom_nets.reports import evaluate_predictions, write_report
 
 
-def evaluate(datalist: str, predictions: str, out: str, split: str = "validation", dose_percent: float = 3.0,
-             distance_mm: float = 2.0, low_dose_cutoff_percent: float = 10.0, local: bool = False,
-             isodose_step_gy: float = 0.5) -> str:
+def evaluate(datalist: str, predictions: str, out: str, split: str = "validation", dose_percent: float | None = None,
+             distance_mm: float | None = None, low_dose_cutoff_percent: float | None = None,
+             local: bool | None = None, isodose_step_gy: float = 0.5) -> str:
     """Evaluate PREDICTIONS (<case_id>/dose_pred.nii.gz, Gy) against the planned doses of SPLIT of DATALIST.
 
     Writes DVH metrics, voxel MAE, isodose Dice, gamma pass rates and DVH curves into OUT (see
     custom_nets.reports.dosimetric_evaluation); the bundles' evaluate config does the same after inference.
+    Gamma criteria not given keep custom_nets.metrics.case_evaluation.DEFAULT_GAMMA (3%/2 mm global, 10% cutoff).
     """
-    gamma = {"dose_percent": dose_percent, "distance_mm": distance_mm,
+    given = {"dose_percent": dose_percent, "distance_mm": distance_mm,
              "low_dose_cutoff_percent": low_dose_cutoff_percent, "local": local}
+    gamma = {name: value for name, value in given.items() if value is not None}
     path = evaluate_predictions(datalist, split, predictions, out, gamma=gamma, isodose_step_gy=isodose_step_gy)
     print(f"evaluation: {path.parent}")
     return str(path.parent)

@@ -100,9 +100,8 @@ def evaluate_case(case: DoseCase, predicted_gy: np.ndarray, prescriptions_gy: Ma
                 _, pred_curve = cumulative_dvh(predicted[mask], DVH_BIN_GY, top)
                 result.dvh_curves[name] = (levels, ref_curve, pred_curve)
 
-    present = {name: case.structures.get(name, np.zeros(case.shape, bool)) for name in profile.structures}
-    result.structure_mae_gy = {POSSIBLE_DOSE_REGION: structure_mae(reference, predicted, {"r": region})["r"],
-                               **structure_mae(reference, predicted, present)}
+    mae = structure_mae(reference, predicted, {POSSIBLE_DOSE_REGION: region, **case.structures})
+    result.structure_mae_gy = {name: mae.get(name, np.nan) for name in (POSSIBLE_DOSE_REGION, *profile.structures)}
     result.dose_error_gy = dose_error(reference, predicted, region)
     top = profile.reference_dose_gy if reference_dose_gy is None else reference_dose_gy
     result.isodose_levels_gy = isodose_levels_gy(top, isodose_step_gy)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from custom_nets.io.atomic import write_text_atomic
 from custom_nets.io.canonical import PREDICTED_DOSE_FILE, read_case
 from custom_nets.io.datalist import load_datalist
+from custom_nets.metrics.case_evaluation import POSSIBLE_DOSE_REGION
 from custom_nets.metrics.statistics import mean_sd, paired_test
 from custom_nets.profiles import get_profile
 from custom_nets.reports.dosimetric_evaluation import RunEvaluation, read_predicted_dose, load_evaluation
@@ -79,9 +80,10 @@ def dosimetric_table(runs: dict[str, RunEvaluation], role: str, alpha: float = 0
         for name, table in tables.items():
             predicted = np.asarray([table[key].get(c, (np.nan, np.nan))[1] for c in cases])
             test = paired_test(predicted, planned, alpha)
-            row.update({f"{name}|predicted_mean": mean_sd(predicted)[0], f"{name}|predicted_sd": mean_sd(predicted)[1],
-                        f"{name}|mae_mean": mean_sd(np.abs(predicted - planned))[0],
-                        f"{name}|mae_sd": mean_sd(np.abs(predicted - planned))[1],
+            predicted_mean, predicted_sd, _ = mean_sd(predicted)
+            mae_mean, mae_sd, _ = mean_sd(np.abs(predicted - planned))
+            row.update({f"{name}|predicted_mean": predicted_mean, f"{name}|predicted_sd": predicted_sd,
+                        f"{name}|mae_mean": mae_mean, f"{name}|mae_sd": mae_sd,
                         f"{name}|p": test.p_value, f"{name}|test": test.test, f"{name}|n": test.n})
         rows.append(row)
     return rows
@@ -132,18 +134,20 @@ def summary_table(runs: dict[str, RunEvaluation]) -> list[dict]:
         cases = run.case_ids
         dose_error = np.asarray([run.summary[c]["dose_error_gy"] for c in cases])
         gamma = np.asarray([run.summary[c]["gamma_pass_rate_percent"] for c in cases])
-        possible = run.structure_mae.get("PossibleDose", {})
+        possible = run.structure_mae.get(POSSIBLE_DOSE_REGION, {})
         dice = np.asarray([np.nanmean(run.isodose_dice[c]) for c in cases])
         metrics = run.info.get("metrics", {})
+        (dose_mean, dose_sd, _), (gamma_mean, gamma_sd, _), (dice_mean, dice_sd, _) = (
+            mean_sd(dose_error), mean_sd(gamma), mean_sd(dice))
         rows.append({
             "model": name, "split": run.info.get("split", ""), "cases": len(cases),
             "dose_masks": run.info.get("dose_masks", ""), "mask_source": run.info.get("mask_source", ""),
             "checkpoint": run.info.get("checkpoint", ""),
-            "dose_score_gy": mean_sd(dose_error)[0], "dose_error_sd_gy": mean_sd(dose_error)[1],
+            "dose_score_gy": dose_mean, "dose_error_sd_gy": dose_sd,
             "dvh_score_gy": float(metrics.get("dvh_score_gy", np.nan)),
             "possible_dose_mae_gy": mean_sd(np.asarray([possible.get(c, np.nan) for c in cases]))[0],
-            "gamma_pass_rate_percent": mean_sd(gamma)[0], "gamma_pass_rate_sd": mean_sd(gamma)[1],
-            "mean_isodose_dice": mean_sd(dice)[0], "mean_isodose_dice_sd": mean_sd(dice)[1],
+            "gamma_pass_rate_percent": gamma_mean, "gamma_pass_rate_sd": gamma_sd,
+            "mean_isodose_dice": dice_mean, "mean_isodose_dice_sd": dice_sd,
         })
     return rows
 
