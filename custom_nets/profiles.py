@@ -13,6 +13,8 @@ __all__ = [
     "DOSE_MASK_TOLERANCE",
     "DatasetProfile",
     "PROFILES",
+    "ROI_SYNONYMS",
+    "BODY_SYNONYMS",
     "get_profile",
     "dose_mask_thresholds",
 ]
@@ -132,6 +134,25 @@ OPENKBP = DatasetProfile(
 )
 
 PROFILES: dict[str, DatasetProfile] = {p.name: p for p in (LUNG, OPENKBP)}
+
+#: ROI names that clinics use for each profile structure (matched case-insensitively, ignoring spaces, '_', '-'
+#: and '.'). Targets are not here: a target is found through its prescription, whatever it is called.
+ROI_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "Lung_L": ("Lung L", "L Lung", "Lt Lung", "Lung Lt", "Left Lung", "Lung Left", "LLung"),
+    "Lung_R": ("Lung R", "R Lung", "Rt Lung", "Lung Rt", "Right Lung", "Lung Right", "RLung"),
+    "Lungs": ("Lung", "Total Lung", "Lungs Total", "Lung Total", "Lung Both", "Bilateral Lungs", "Lungs-GTV",
+              "Lungs-ITV", "Lungs-CTV", "Lung-GTV", "Lung-PTV"),
+    "Heart": ("Cor",),
+    "Esophagus": ("Oesophagus", "Esoph", "Eso"),
+    "SpinalCord": ("Spinal Cord", "Cord", "SC", "Medulla", "Myelon"),
+    "Brainstem": ("Brain Stem",),
+    "RightParotid": ("Parotid R", "R Parotid", "Rt Parotid", "Parotid Rt", "Right Parotid", "Parotid Right"),
+    "LeftParotid": ("Parotid L", "L Parotid", "Lt Parotid", "Parotid Lt", "Left Parotid", "Parotid Left"),
+    "Larynx": ("Glottis Larynx",),
+    "Mandible": ("Jaw", "Bone Mandible"),
+}
+#: ROI names of the patient's outline (also recognised by RTROIInterpretedType EXTERNAL).
+BODY_SYNONYMS: tuple[str, ...] = ("Body", "External", "Skin", "Outer Contour", "Patient", "Outline")
 
 
 def get_profile(profile: str | DatasetProfile) -> DatasetProfile:

@@ -1,0 +1,36 @@
+"""Resample a volume from one :class:`AxialGrid` to another by patient coordinates (the model grid and back)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from custom_nets.io.dicom.geometry import AxialGrid
+
+__all__ = ["resample_to_grid"]
+
+
+def resample_to_grid(volume: np.ndarray, source: AxialGrid, target: AxialGrid, order: int = 1,
+                     fill_value: float = 0.0) -> np.ndarray:
+    """``volume`` (X, Y, Z on ``source``) sampled at the voxel centres of ``target`` (trilinear by default).
+
+    Target voxels outside the source grid get ``fill_value`` (0 Gy for a dose, -1000 HU for a CT). When the
+    two grids coincide the volume comes back unchanged, so a round trip through the same grid is exact."""
+    if volume.shape != source.shape:
+        raise ValueError(f"volume of shape {volume.shape} does not match the source grid's {source.shape}")
+    if source.same_geometry(target):
+        return volume.copy()
+    index_map = np.linalg.inv(source.affine_lps) @ target.affine_lps
+    # "nearest" extends the edge voxels, so centres on the source's outer planes (a float hair outside) interpolate
+    # cleanly; centres truly outside get the fill value.
+    out = ndimage.affine_transform(np.asarray(volume, dtype=np.float32), index_map[:3, :3], index_map[:3, 3],
+                                   output_shape=target.shape, order=order, mode="nearest")
+    coords = _index_coordinates(index_map, target.shape)
+    inside = np.all([(c > -1e-3) & (c < n - 1 + 1e-3) for c, n in zip(coords, source.shape)], axis=0)
+    return np.where(inside, out, np.float32(fill_value)).astype(np.float32)
+
+
+def _index_coordinates(index_map: np.ndarray, shape: tuple[int, int, int]) -> list[np.ndarray]:
+    axes = [np.arange(n, dtype=np.float64) for n in shape]
+    grid = np.meshgrid(*axes, indexing="ij", sparse=True)
+    return [sum(index_map[r, c] * grid[c] for c in range(3)) + index_map[r, 3] for r in range(3)]
