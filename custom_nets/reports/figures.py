@@ -117,24 +117,28 @@ def plot_training_curves(logs: Mapping[str, Mapping[str, tuple[np.ndarray, np.nd
 
 def plot_case_dvh(case_id: str, curves_by_model: Mapping[str, Mapping[str, np.ndarray]], path: str | Path) -> Path:
     """DVH overlay of one case: planned (solid) and each model's prediction (dashed, dotted, ...), one colour per
-    structure. ``curves_by_model[name]`` are the columns of the evaluation's ``dvh/<case>.csv``."""
+    structure. ``curves_by_model[name]`` are the columns of the evaluation's ``dvh/<case>.csv``; without
+    ``|reference`` columns (a new patient has no plan yet) only the predictions are drawn."""
     plt = pyplot()
     styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 3))]
     first = next(iter(curves_by_model.values()))
-    structures = [c.split("|")[0] for c in first if c.endswith("|reference")]
+    structures = list(dict.fromkeys(c.split("|")[0] for c in first if "|" in c))
     fig, ax = plt.subplots(figsize=(9, 5.5), constrained_layout=True)
     for s, structure in enumerate(structures):
-        ax.plot(first["dose_gy"], first[f"{structure}|reference"], color=_colour(s), linewidth=1.6, label=structure)
+        if f"{structure}|reference" in first:
+            ax.plot(first["dose_gy"], first[f"{structure}|reference"], color=_colour(s), linewidth=1.6)
         for m, (name, curves) in enumerate(curves_by_model.items()):
             if f"{structure}|predicted" in curves:
                 ax.plot(curves["dose_gy"], curves[f"{structure}|predicted"], color=_colour(s),
                         linestyle=styles[m % len(styles)], linewidth=1.2)
-    model_handles = [plt.Line2D([], [], color="black", linewidth=1.6, label="planned")]
+    has_planned = any(c.endswith("|reference") for c in first)
+    model_handles = [plt.Line2D([], [], color="black", linewidth=1.6, label="planned")] if has_planned else []
     model_handles += [plt.Line2D([], [], color="black", linestyle=styles[m % len(styles)], label=name)
                       for m, name in enumerate(curves_by_model)]
     legend = ax.legend(handles=model_handles, loc="upper right", fontsize=8)
     ax.add_artist(legend)
-    ax.legend(loc="lower left", fontsize=7, ncol=2)
+    ax.legend(handles=[plt.Line2D([], [], color=_colour(s), label=name) for s, name in enumerate(structures)],
+              loc="lower left", fontsize=7, ncol=2)
     ax.set(xlabel="dose (Gy)", ylabel="volume (%)", ylim=(0, 101), xlim=(0, None), title=f"{case_id}: DVH")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)

@@ -23,7 +23,7 @@ from custom_nets.io.dicom.ct import CTSeries, read_ct_series
 from custom_nets.io.dicom.geometry import AxialGrid
 from custom_nets.io.dicom.resample import resample_to_grid
 from custom_nets.io.dicom.roi_names import body_structure_name, match_roi_names, normalise_roi_name
-from custom_nets.io.dicom.rtdose import read_rt_dose
+from custom_nets.io.dicom.rtdose import RTDose, read_rt_dose
 from custom_nets.io.dicom.rtplan import RTPlan, read_rt_plan
 from custom_nets.io.dicom.rtstruct import StructureSet, rasterise, read_structure_set
 from custom_nets.profiles import DatasetProfile, get_profile
@@ -80,15 +80,31 @@ class ImportedCase:
         case: the canonical case on ``model_grid`` (RAS affine, as every canonical case).
         ct: the CT series on its own grid (the grid an RT Dose is written on).
         model_grid: the grid of ``case``.
+        structure_set: the RT Structure Set the structures came from.
         plan: the RT Plan, when the folder had one.
-        report: ROI mapping, prescriptions and their source, unmatched ROIs, missing structures, warnings.
+        planned: the planned RT Dose on its own grid, when the folder had one.
+        report: ROI mapping (structure -> ROI name), prescriptions and their source, unmatched ROIs, missing
+            structures, warnings.
     """
 
     case: DoseCase
     ct: CTSeries
     model_grid: AxialGrid
+    structure_set: StructureSet
     plan: RTPlan | None
+    planned: RTDose | None
     report: dict
+
+    def structure_masks(self, grid: AxialGrid) -> dict[str, np.ndarray]:
+        """The case's structures (targets, OARs; not the body) rasterised on ``grid`` from their ROIs' contours."""
+        rois = {r.name: r for r in self.structure_set.rois}
+        return {s: rasterise(rois[self.report["roi_mapping"][s]].contours, grid) for s in self.case.structures}
+
+    def planned_dose_on(self, grid: AxialGrid) -> np.ndarray | None:
+        """The planned dose (Gy) resampled from its own grid onto ``grid`` (0 outside the dose grid)."""
+        if self.planned is None:
+            return None
+        return np.maximum(resample_to_grid(self.planned.dose_gy, self.planned.grid, grid, fill_value=0.0), 0.0)
 
 
 def _one(paths: list[Path], what: str, folder: Path, frame_of_reference: str, read) -> object | None:
@@ -235,7 +251,7 @@ def import_dicom_case(folder: str | Path, profile: str | DatasetProfile, prescri
             report["warnings"].append(f"no ROI found for {structure}: recorded as not contoured")
 
     body = masks.pop(body_name) if prof.body is None else masks[body_name]
-    dose = _planned_dose(found, frame, model_grid, report)
+    planned = _planned_dose(found, frame, report)
     ras = model_grid.affine_ras
     case = DoseCase(
         case_id=case_id or re.sub(r"[^\w.-]+", "_", str(ct.header.get("PatientID", "")) or "patient"),
@@ -243,15 +259,17 @@ def import_dicom_case(folder: str | Path, profile: str | DatasetProfile, prescri
         ct_hu=resample_to_grid(ct.hu, ct.grid, model_grid, fill_value=AIR_HU),
         possible_dose_mask=body, structures=masks,
         prescriptions_gy={targets[r]: float(d) for r, d in prescriptions.items()},
-        dose_gy=dose, source=f"DICOM {folder}", missing_structures=report["missing_structures"])
+        dose_gy=None, source=f"DICOM {folder}", missing_structures=report["missing_structures"])
+    imported = ImportedCase(case, ct, model_grid, structures, plan, planned, report)
+    case.dose_gy = imported.planned_dose_on(model_grid)
     validate_case(case, prof, folder)
     for warning in report["warnings"]:
         logger.warning("%s: %s", folder, warning)
-    return ImportedCase(case, ct, model_grid, plan, report)
+    return imported
 
 
-def _planned_dose(found: DicomFolder, frame: str, grid: AxialGrid, report: dict) -> np.ndarray | None:
-    """The folder's planned dose on ``grid`` (None without one); doses of other scans or several doses are skipped."""
+def _planned_dose(found: DicomFolder, frame: str, report: dict) -> RTDose | None:
+    """The folder's planned dose (None without one); doses of other scans, or several plan doses, are skipped."""
     doses = [read_rt_dose(p) for p in found.doses]
     doses = [d for d in doses if str(d.header.get("FrameOfReferenceUID", "")) == frame
              and str(d.header.get("DoseSummationType", "")) == "PLAN"]
@@ -260,4 +278,4 @@ def _planned_dose(found: DicomFolder, frame: str, grid: AxialGrid, report: dict)
     if len(doses) != 1:
         return None
     report["planned_dose"] = str(doses[0].header.filename)
-    return np.maximum(resample_to_grid(doses[0].dose_gy, doses[0].grid, grid, fill_value=0.0), 0.0)
+    return doses[0]

@@ -126,9 +126,10 @@ def write_structure_set(path: str | Path, masks: Mapping[str, np.ndarray], grid:
 
 
 def write_rt_plan(path: str | Path, structure_set: pydicom.Dataset, prescriptions_gy: Mapping[str, float],
-                  fractions: int) -> pydicom.Dataset:
+                  fractions: int | None) -> pydicom.Dataset:
     """Write an RT Plan whose dose references prescribe ``prescriptions_gy`` (ROI name -> Gy) to ROIs of
-    ``structure_set``. It carries the prescription, not beams: the dose comes with the plan's RT Dose."""
+    ``structure_set``. It carries the prescription, not beams: the dose comes with the plan's RT Dose.
+    ``fractions`` may be ``None`` (unknown: the attribute is left empty)."""
     numbers = {str(r.ROIName): int(r.ROINumber) for r in structure_set.StructureSetROISequence}
     unknown = sorted(set(prescriptions_gy) - set(numbers))
     if unknown:
@@ -148,7 +149,7 @@ def write_rt_plan(path: str | Path, structure_set: pydicom.Dataset, prescription
         ref.TargetPrescriptionDose = decimal_string(dose)
         ds.DoseReferenceSequence.append(ref)
     group = pydicom.Dataset()
-    group.FractionGroupNumber, group.NumberOfFractionsPlanned = 1, int(fractions)
+    group.FractionGroupNumber, group.NumberOfFractionsPlanned = 1, "" if fractions is None else int(fractions)
     group.NumberOfBeams, group.NumberOfBrachyApplicationSetups = 0, 0
     ds.FractionGroupSequence = [group]
     ds.ApprovalStatus = "UNAPPROVED"
