@@ -4,12 +4,34 @@ missing path) in a user's clone, and fail in CI, where it is always present."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from custom_nets.bundle_variants import VARIANTS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
+
+BUNDLES = list(VARIANTS)
+TINY = ["--widths_a", "[2,4,8,16,32]", "--widths_b", "[2,4,8,16,32]", "--widths", "[2,4,8,16,32]",
+        "--stem_channels", "2", "--patch_size", "[32,32,32]"]  # cascade and RANDose widths (unused keys are inert)
+MASK_BUNDLES = [name for name in BUNDLES if VARIANTS[name].dose_mask_set]
+CONFIGS = {
+    "train": "['configs/train.json','configs/openkbp.json','configs/cpu.json']",
+    "infer": "['configs/inference.json','configs/openkbp.json','configs/cpu.json']",
+    "evaluate": "['configs/inference.json','configs/evaluate.json','configs/openkbp.json','configs/cpu.json']",
+}
+
+
+def run_bundle(bundle_dir: Path, *args: str, launcher: tuple[str, ...] = ("-m", "monai.bundle")) -> str:
+    result = subprocess.run([sys.executable, *launcher, *args], cwd=bundle_dir, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout + result.stderr
 
 
 def require_shared(relative: str) -> Path:
@@ -41,3 +63,18 @@ def lung_phantom_datalist(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("lung_phantoms")
     return generate_phantom_dataset(out, "lung", n_training=4, n_validation=1, n_test=1, shape=(48, 48, 48), seed=0)
+
+
+@pytest.fixture(scope="session")
+def openkbp_bundles(openkbp_mini_datalist, tmp_path_factory) -> Path:
+    """Every bundle trained for two iterations on the OpenKBP mini patients, then run for inference and
+    evaluation on the validation patients; mask variants use the basic bundle's weights as their prior."""
+    root = tmp_path_factory.mktemp("bundles")
+    dataset = ["--dataset_dir", str(openkbp_mini_datalist.parent)]
+    for name in BUNDLES:  # the basic bundle first: it is the prior of the others
+        bundle = Path(shutil.copytree(REPO_ROOT / "bundles" / name, root / name))
+        run_bundle(bundle, "run", "training", "--config_file", CONFIGS["train"], *dataset, *TINY,
+                   "--max_iterations", "2", "--iterations_per_epoch", "2", "--num_workers", "0")
+        run_bundle(bundle, "run", "--config_file", CONFIGS["infer"], *dataset, *TINY, "--split", "validation")
+        run_bundle(bundle, "run", "--config_file", CONFIGS["evaluate"], *dataset, *TINY)
+    return root

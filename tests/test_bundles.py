@@ -6,8 +6,6 @@ from __future__ import annotations
 import filecmp
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,29 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT, require_shared
-from custom_nets.bundle_variants import VARIANTS, render_bundle
+from conftest import BUNDLES, CONFIGS, MASK_BUNDLES, REPO_ROOT, TINY, require_shared, run_bundle
+from custom_nets.bundle_variants import render_bundle
 from custom_nets.io.canonical import read_case
 from custom_nets.io.datalist import load_datalist
 from custom_nets.io.openkbp import read_sparse_dose_csv, to_openkbp_grid
-
-BUNDLES = list(VARIANTS)
-TINY = ["--widths_a", "[2,4,8,16,32]", "--widths_b", "[2,4,8,16,32]", "--widths", "[2,4,8,16,32]",
-        "--stem_channels", "2", "--patch_size", "[32,32,32]"]  # cascade and RANDose widths (unused keys are inert)
-MASK_BUNDLES = [name for name in BUNDLES if VARIANTS[name].dose_mask_set]
-CONFIGS = {
-    "train": "['configs/train.json','configs/openkbp.json','configs/cpu.json']",
-    "infer": "['configs/inference.json','configs/openkbp.json','configs/cpu.json']",
-    "evaluate": "['configs/inference.json','configs/evaluate.json','configs/openkbp.json','configs/cpu.json']",
-}
-
-
-def run_bundle(bundle_dir: Path, *args: str, launcher: tuple[str, ...] = ("-m", "monai.bundle")) -> str:
-    result = subprocess.run([sys.executable, *launcher, *args], cwd=bundle_dir, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result.stdout + result.stderr
-
 
 def test_committed_bundles_equal_the_rendered_template(tmp_path):
     for name in BUNDLES:
@@ -60,21 +40,6 @@ def test_verify_metadata_and_net_in_out(name):
                       config_file=str(bundle / "configs" / "inference.json"), n=2,
                       widths_a=[2, 4, 8, 16, 32], widths_b=[2, 4, 8, 16, 32], widths=[2, 4, 8, 16, 32],
                       stem_channels=2)
-
-
-@pytest.fixture(scope="module")
-def openkbp_bundles(openkbp_mini_datalist, tmp_path_factory) -> Path:
-    """Every bundle trained for two iterations on the OpenKBP mini patients, then run for inference and
-    evaluation on the validation patients; mask variants use the basic bundle's weights as their prior."""
-    root = tmp_path_factory.mktemp("bundles")
-    dataset = ["--dataset_dir", str(openkbp_mini_datalist.parent)]
-    for name in BUNDLES:  # the basic bundle first: it is the prior of the others
-        bundle = Path(shutil.copytree(REPO_ROOT / "bundles" / name, root / name))
-        run_bundle(bundle, "run", "training", "--config_file", CONFIGS["train"], *dataset, *TINY,
-                   "--max_iterations", "2", "--iterations_per_epoch", "2", "--num_workers", "0")
-        run_bundle(bundle, "run", "--config_file", CONFIGS["infer"], *dataset, *TINY, "--split", "validation")
-        run_bundle(bundle, "run", "--config_file", CONFIGS["evaluate"], *dataset, *TINY)
-    return root
 
 
 @pytest.mark.parametrize("name", BUNDLES)

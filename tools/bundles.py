@@ -1,9 +1,10 @@
-"""The cascade bundles: render them from bundles/_template (run after editing the template)."""
+"""The bundles: render them from bundles/_template (run after editing the template), and package one to share."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from custom_nets.bundle_packaging import package_bundle
 from custom_nets.bundle_variants import VARIANTS, render_bundle
 
 BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
@@ -13,3 +14,22 @@ def sync(bundles_dir: str = str(BUNDLES_DIR)) -> list[str]:
     """Regenerate every cascade bundle under BUNDLES_DIR from BUNDLES_DIR/_template."""
     root = Path(bundles_dir)
     return [str(render_bundle(v, root / "_template", root / v.name)) for v in VARIANTS.values()]
+
+
+def package(bundle: str, out: str = "dist", configs: str | list = "", weights: str | None = None, overrides=None,
+            weights_url: str | None = None, torchscript: bool = True) -> str:
+    """Package BUNDLE (a trained copy with models/model.pt) as OUT/<name>_v<version>.zip plus OUT/assets/ weights.
+
+    Args:
+        configs: the override configs the model was trained with, e.g. "configs/openkbp.json,configs/cpu.json"
+            (merged into inference.json and train.json so MONAI Label / Deploy see the trained model's settings).
+        overrides: further ids the model was trained with, as JSON or a dict, e.g. '{"widths_a": [8,16,32,64,128]}'.
+        weights_url: where OUT/assets will be published (large_files.yml urls); default their file:// location.
+    """
+    from tools.dicom import _list, _mapping
+
+    packaged = package_bundle(bundle, out, weights, _list(configs), _mapping(overrides, "overrides"), weights_url,
+                              torchscript)
+    for entry in packaged.large_files:
+        print(f"{entry['path']}: {entry['url']} sha256 {entry['hash_val']}")
+    return str(packaged.archive)

@@ -6,9 +6,12 @@
     dosepred openkbp convert <train-pats.tar.xz> <validation-pats.tar.xz> --out data/openkbp
     dosepred openkbp export <pred.nii.gz> <case folder> <pt_N.csv>
     dosepred bundles sync                    # re-render bundles/* from bundles/_template
+    dosepred bundles package <trained bundle> --configs configs/openkbp.json --out dist   # archive + weights
     dosepred evaluate <datalist> <predictions dir> --split validation --out eval/mine
     dosepred report <eval dir> [<eval dir> ...] --out report --names "basic,10 masks"
     dosepred model-size randose --size 128   # parameters and FLOPs of a bundle's network
+    dosepred dicom phantom --out data/dicom_phantom     # a synthetic DICOM-RT patient
+    dosepred predict <DICOM folder> --bundle bundles/cascunet_basic --out runs/predict   # -> RT Dose + DVHs
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 
 import fire
 
-from tools import bundles, model_size, openkbp, phantoms, quickstart, report
+from tools import bundles, dicom, model_size, openkbp, phantoms, quickstart, report
 
 
 def main() -> None:
@@ -34,10 +37,12 @@ def _fire() -> None:
             "quickstart": quickstart.run,
             "phantoms": {"generate": phantoms.generate, "previews": phantoms.previews},
             "openkbp": {"convert": openkbp.convert, "export": openkbp.export},
-            "bundles": {"sync": bundles.sync},
+            "bundles": {"sync": bundles.sync, "package": bundles.package},
             "evaluate": report.evaluate,
             "report": report.report,
             "model-size": model_size.model_size,
+            "dicom": {"phantom": dicom.phantom},
+            "predict": dicom.predict,
         },
         name="dosepred",
     )

@@ -1,0 +1,67 @@
+"""Command lines of the clinical path: predict from a DICOM-RT folder, and write a synthetic DICOM patient."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from custom_nets.phantoms import make_phantom
+from custom_nets.phantoms.dicom_patient import write_dicom_phantom
+from custom_nets.predict import predict_dicom
+from tools.bundles import BUNDLES_DIR
+
+
+def _mapping(value, what: str) -> dict | None:
+    """A dict from fire (already parsed), a JSON string or a JSON file path."""
+    if value is None or isinstance(value, dict):
+        return value
+    text = Path(value).read_text() if Path(str(value)).is_file() else str(value)
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--{what}: not JSON nor a JSON file: {value!r} ({err})") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"--{what}: expected a JSON object, got {parsed!r}")
+    return parsed
+
+
+def _list(value) -> list:
+    if value is None:
+        return []
+    return [v for v in (value.split(",") if isinstance(value, str) else value) if v]
+
+
+def predict(dicom_dir: str, bundle: str = str(BUNDLES_DIR / "cascunet_basic"), out: str = "runs/predict",
+            configs: str | list = "", prescriptions=None, roi_map=None, grid_shape=(128, 128, 128),
+            ckpt_path: str | None = None, bits: int = 16, overrides=None) -> str:
+    """Predict the dose of the DICOM-RT patient in DICOM_DIR (CT + RTSTRUCT [+ RTPLAN]) with BUNDLE, on CPU or GPU.
+
+    Writes OUT/RD_predicted.dcm (RT Dose on the CT grid), dose_predicted.nii.gz, dvh_metrics.csv, dvh.csv, dvh.png
+    and predict_report.json (ROI mapping, prescriptions, warnings, timings).
+
+    Args:
+        configs: the bundle's override configs after inference.json, e.g. "configs/openkbp.json,configs/cpu.json".
+        prescriptions: target ROI -> Gy, e.g. '{"PTV_High": 60, "PTV_Low": 50}' (default: the RTPLAN's).
+        roi_map: ROI -> profile structure for names the synonyms miss, e.g. '{"Coeur": "Heart"}'.
+        grid_shape: the model grid over the CT's field of view (multiples of 16).
+        overrides: other bundle config ids as JSON, e.g. '{"widths_a": [8,16,32,64,128]}'.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    report = predict_dicom(dicom_dir, bundle, out, ["configs/inference.json", *_list(configs)],
+                           overrides=_mapping(overrides, "overrides"),
+                           prescriptions_gy=_mapping(prescriptions, "prescriptions"),
+                           roi_map=_mapping(roi_map, "roi_map"), grid_shape=grid_shape, ckpt_path=ckpt_path,
+                           dose_bits=bits)
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
+    print(f"RT Dose: {report['outputs']['rtdose']} (max {report['max_dose_gy']:.2f} Gy); "
+          f"timings {report['timings_s']}")
+    return report["outputs"]["rtdose"]
+
+
+def phantom(out: str = "data/dicom_phantom", profile: str = "lung", seed: int = 0, shape=(64, 64, 64),
+            bits: int = 16, plan: bool = True, dose: bool = True) -> str:
+    """Write a synthetic DICOM-RT patient (CT series, RTSTRUCT, RTPLAN, RTDOSE) from the phantom generator."""
+    case = make_phantom(profile, seed, tuple(int(s) for s in shape), case_id=f"dicom_phantom_{profile}_{seed}")
+    return str(write_dicom_phantom(case, out, dose_bits=bits, with_plan=plan, with_dose=dose))
