@@ -55,7 +55,9 @@ def merge_configs(base: str | Path, override_files: Sequence[str | Path] = (), o
             parser[key] = value
     for key, value in (overrides or {}).items():
         parser[key] = value
-    return parser.get()
+    config = dict(parser.get())
+    config.pop(ConfigParser.meta_key, None)  # an empty "_meta_" would hide metadata.json from loaders that merge
+    return config
 
 
 def _vendor_custom_nets(destination: Path) -> None:

@@ -16,6 +16,7 @@ from custom_nets.io.dicom.resample import resample_to_grid
 from custom_nets.io.dicom.rtdose import dose_grid_scaling, read_rt_dose, write_rt_dose
 from custom_nets.io.dicom.rtstruct import rasterise, read_structure_set
 from custom_nets.io.orientation import axcodes_of, reorient
+from custom_nets.metrics.dvh import cumulative_dvh, oar_metrics
 from custom_nets.phantoms import make_phantom
 from custom_nets.phantoms.dicom_patient import DICOM_FILES, write_dicom_phantom
 from tests.conftest import require_shared
@@ -34,11 +35,14 @@ def test_heart_dvh_on_the_planning_systems_dose_grid():
     structures = read_structure_set(folder / "rtss.dcm")
     dose = read_rt_dose(folder / "rtdose.dcm")
     heart = rasterise(structures.roi("Heart").contours, dose.grid)
-    volume_cc = heart.sum() * np.prod(np.abs(dose.grid.spacing_mm)) / 1000
+    voxel_mm3 = float(np.prod(np.abs(dose.grid.spacing_mm)))
+    metrics = oar_metrics(dose.dose_gy, heart, voxel_mm3)
     # dicompyler-core's test suite: 440.23 cc, mean 0.6475 Gy, max 3.1 Gy (1 cGy bins)
-    assert round(volume_cc, 2) == 440.23
-    assert dose.dose_gy[heart].mean() == pytest.approx(0.6475, abs=5e-5)
-    assert round(float(dose.dose_gy[heart].max()), 1) == 3.1
+    assert round(heart.sum() * voxel_mm3 / 1000, 2) == 440.23
+    assert metrics["Dmean"] == pytest.approx(0.6475, abs=5e-5)
+    assert round(metrics["Dmax"], 1) == 3.1
+    levels, volume_percent = cumulative_dvh(dose.dose_gy[heart], bin_width_gy=0.01)
+    assert volume_percent[0] == 100.0 and volume_percent[levels > 3.1].max() == 0.0
 
 
 def test_reading_the_planning_systems_rt_dose_gives_the_stored_dose():
