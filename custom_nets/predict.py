@@ -17,8 +17,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigWorkflow
 
+from custom_nets.bundle_config import bundle_parser
 from custom_nets.io.atomic import atomic_file, write_text_atomic
 from custom_nets.io.canonical import PREDICTED_DOSE_FILE, write_case
 from custom_nets.io.datalist import write_datalist
@@ -39,13 +40,6 @@ OUTPUT_FILES = {"rtdose": "RD_predicted.dcm", "rtplan": "RP_prescription.dcm", "
                 "dvh_metrics": "dvh_metrics.csv", "dvh": "dvh.csv", "dvh_png": "dvh.png",
                 "report": "predict_report.json"}
 _NETWORK_MULTIPLE = 16  # four 2x downsamplings in every bundle's networks
-
-
-def _bundle_parser(bundle: Path, config_files: Sequence[str], overrides: Mapping) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(bundle / c) for c in config_files])
-    parser.update({"bundle_root": str(bundle), **overrides})
-    return parser
 
 
 def run_bundle_inference(bundle: str | Path, config_files: Sequence[str], overrides: Mapping) -> None:
@@ -90,7 +84,7 @@ def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path
                          f"times), got {grid_shape}")
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    profile_name = str(_bundle_parser(bundle, config_files, overrides).get_parsed_content("profile_name"))
+    profile_name = str(bundle_parser(bundle, config_files, overrides).get_parsed_content("profile_name"))
     logger.info("importing %s for profile %s on a %s grid", dicom_dir, profile_name, grid_shape)
     imported = import_dicom_case(dicom_dir, profile_name, prescriptions_gy, roi_map, grid_shape)
     work = out_dir / "work"

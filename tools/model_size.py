@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monai.bundle import ConfigParser
-
+from custom_nets.bundle_config import bundle_parser, profile_configs
 from custom_nets.networks.complexity import forward_flops, parameter_counts
 from tools.bundles import BUNDLES_DIR
 
@@ -14,14 +13,7 @@ def model_size(bundle: str = "randose", size: int = 128, profile: str = "openkbp
     """Build BUNDLE's network from its inference config (PROFILE: lung or openkbp; CPU: the cpu.json widths)
     and print its parameter count and the FLOPs of one forward pass on a SIZE^3 input."""
     root = Path(bundle) if Path(bundle).is_dir() else BUNDLES_DIR / bundle
-    configs = root / "configs"
-    if not (configs / "inference.json").is_file():
-        raise FileNotFoundError(f"{root} is not a bundle folder (no configs/inference.json)")
-    files = [configs / "inference.json"] + ([configs / "openkbp.json"] if profile == "openkbp" else [])
-    files += [configs / "cpu.json"] if cpu else []
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    parser["bundle_root"] = str(root)
+    parser = bundle_parser(root, profile_configs("inference", profile, cpu))
     network = parser.get_parsed_content("network_def")
     in_channels = parser.get_parsed_content("in_channels")
     counts = parameter_counts(network)

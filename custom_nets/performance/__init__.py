@@ -1,0 +1,1 @@
+"""Measuring and using the hardware: device, threads, throughput, memory; fast inference; training timers."""

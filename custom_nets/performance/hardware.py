@@ -1,0 +1,72 @@
+"""What the machine can do: the device, thread count, measured fp32 matrix-product throughput, peak memory."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["select_device", "cpu_threads", "synchronize", "matmul_gflops", "reset_peak_memory", "peak_memory_mb"]
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def select_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on (its affinity mask, which containers and ``taskset`` narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32
+                  ) -> float:
+    """Measured matrix-product throughput (GFLOP/s, 2 n^3 FLOPs per product; median of ``repeats`` after a
+    warm-up): the practical peak a convolution network can be compared with."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    torch.mm(a, b)
+    synchronize(device)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return 2 * size ** 3 / statistics.median(seconds) / 1e9
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory measurement (CUDA allocator peak; on Linux CPUs the process's peak RSS)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    elif _CLEAR_REFS.exists():
+        try:
+            _CLEAR_REFS.write_text("5")  # resets VmHWM, the peak resident set size (Linux >= 4.0)
+        except OSError:
+            pass
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak memory since :func:`reset_peak_memory`: CUDA allocated bytes, or the process's peak RSS on Linux."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    if _STATUS.exists():
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
