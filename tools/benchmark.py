@@ -68,9 +68,9 @@ def _time_evaluation(datalist: Path, cases: int) -> dict:
 
 
 def _time_predict(bundle: Path, config_files: list[str], overrides: dict, size: int, device: torch.device,
-                  work: Path) -> dict:
+                  work: Path, modes: list[str]) -> list[dict]:
     """`predict` on a synthetic OpenKBP DICOM patient (CT 1.5x the model grid in-plane) against the network time
-    of the bundle's configured inference path, both with random weights."""
+    in the same inference mode, both with random weights; one row per mode."""
     copy = Path(shutil.copytree(bundle, work / "predict_bundle" / bundle.name))
     parser = bundle_parser(copy, config_files, overrides)
     network = parser.get_parsed_content("network_def")
@@ -78,21 +78,26 @@ def _time_predict(bundle: Path, config_files: list[str], overrides: dict, size: 
     torch.save(network.state_dict(), copy / "models" / "model.pt")
     ct_shape = (size * 3 // 2, size * 3 // 2, size)
     patient = write_dicom_phantom(make_phantom("openkbp", 0, ct_shape, case_id="benchmark"), work / "dicom")
-    predict_dicom(patient, copy, work / "predict_warmup", config_files, overrides, grid_shape=(size,) * 3)
-    start = time.perf_counter()
-    report = predict_dicom(patient, copy, work / "predict", config_files, overrides, grid_shape=(size,) * 3)
-    total = time.perf_counter() - start
-    mode = str(parser.get_parsed_content("inference_mode")) if "inference_mode" in parser.config else "eager"
     x = torch.rand(1, int(parser.get_parsed_content("in_channels")), size, size, size, device=device)
-    network_s = time_forward(prepare_network(network.to(device), mode), x, warmup=1, repeats=3)["median_s"]
-    return {"bundle": bundle.name, "grid": size, "ct_shape": list(ct_shape), "predict_s": total,
-            **report["timings_s"], "network_mode": mode, "network_s": network_s, "ratio": total / network_s}
+    rows = []
+    for mode in modes:
+        settings = {**overrides, "inference_mode": mode}
+        predict_dicom(patient, copy, work / "predict_warmup", config_files, settings, grid_shape=(size,) * 3)
+        start = time.perf_counter()
+        report = predict_dicom(patient, copy, work / f"predict_{mode}", config_files, settings,
+                               grid_shape=(size,) * 3)
+        total = time.perf_counter() - start
+        network_s = time_forward(prepare_network(network.to(device), mode), x, warmup=1, repeats=2)["median_s"]
+        rows.append({"bundle": bundle.name, "grid": size, "ct_shape": list(ct_shape), "predict_s": total,
+                     **report["timings_s"], "network_mode": mode, "network_s": network_s,
+                     "ratio": total / network_s})
+    return rows
 
 
 def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: str = "paper", profile: str = "openkbp",
               modes: str | list = ",".join(INFERENCE_MODES), warmup: int = 1, repeats: int = 3,
               train: str | list = "cpu", train_iterations: int = 3, dataset_dir: str = "data/openkbp",
-              openkbp_mini: str = str(OPENKBP_MINI), evaluation_cases: int = 2, predict: bool = True,
+              openkbp_mini: str = str(OPENKBP_MINI), evaluation_cases: int = 2, predict: str | list = "eager,frozen",
               overrides=None, device: str | None = None, threads: int | None = None,
               out: str = "runs/benchmark/benchmark.json") -> str:
     """Benchmark BUNDLES (comma-separated) and write OUT (JSON) with a Markdown table beside it.
@@ -106,7 +111,7 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
         dataset_dir: canonical OpenKBP data for training (default data/openkbp; the converted mini patients
             when that is absent).
         openkbp_mini: OpenKBP patients (train-pats/, validation-pats/) to time conversion and evaluation on.
-        predict: also time `predict` end to end against the network time.
+        predict: inference modes in which to time `predict` end to end against the network time ("" for none).
         overrides: config ids for every bundle, e.g. '{"widths_a": [2,4,8,16,32]}' (tests use tiny widths).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -143,9 +148,9 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
                 row = benchmark_training(copy, files, data.parent, train_iterations,
                                          {"num_workers": 0, "cache_rate": 0.05, **sizes, **mask, **extra})
                 result["training"].append({"profile": train_profile, **row, **mask})
-        if predict:
+        if _list(predict):
             configs = profile_configs("inference", "openkbp", cpu_widths)
-            result["predict"] = _time_predict(_bundle_dir(names[0]), configs, extra, size, dev, work)
+            result["predict"] = _time_predict(_bundle_dir(names[0]), configs, extra, size, dev, work, _list(predict))
     out_path = Path(out)
     write_text_atomic(out_path, json.dumps(result, indent=1, default=float) + "\n")
     table = markdown_summary(result)
@@ -177,9 +182,8 @@ def markdown_summary(result: dict) -> str:
         lines += ["", f"OpenKBP conversion: {result['conversion']['s_per_patient']:.2f} s per patient "
                       f"({result['conversion']['patients']} patients); evaluation (all metrics, gamma 3%/2 mm): "
                       f"{result['evaluation']['s_per_case']:.2f} s per case."]
-    if "predict" in result:
-        p = result["predict"]
-        lines += ["", f"predict ({p['bundle']}, CT {p['ct_shape']} -> {p['grid']}^3): {p['predict_s']:.2f} s "
-                      f"(import {p['import_s']:.2f}, inference {p['inference_s']:.2f}, export {p['export_s']:.2f}) "
-                      f"vs network {p['network_s']:.2f} s ({p['network_mode']}): {p['ratio']:.2f}x"]
+    for p in result.get("predict", []):
+        lines += ["", f"predict ({p['bundle']}, {p['network_mode']}, CT {p['ct_shape']} -> {p['grid']}^3): "
+                      f"{p['predict_s']:.2f} s (import {p['import_s']:.2f}, inference {p['inference_s']:.2f}, "
+                      f"export {p['export_s']:.2f}) vs network {p['network_s']:.2f} s: {p['ratio']:.2f}x"]
     return "\n".join(lines)

@@ -68,7 +68,7 @@ def benchmark_training(bundle: str | Path, config_files: Sequence[str], dataset_
                               meta_file=str(bundle / "configs" / "metadata.json"),
                               logging_file=str(bundle / "configs" / "logging.conf"), **settings)
     workflow.initialize()
-    timer.attach(workflow.parser.get_parsed_content("trainer"))
+    timer.attach(workflow.parser.get_parsed_content("train#trainer"))
     workflow.run()
     workflow.finalize()
     summary = timer.summary()

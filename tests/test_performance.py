@@ -1,0 +1,115 @@
+"""Speed work must not change the dose: inference modes against eager fp32 on trained bundles and real OpenKBP
+input, the fused norm against PyTorch's, gradient checkpointing against plain backprop; and the benchmark command
+runs end to end at reduced settings (exercised, not timed)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import BUNDLES, CONFIGS, TINY, require_shared
+from custom_nets.bundle_config import bundle_parser
+from custom_nets.io.datalist import load_datalist
+from custom_nets.networks import CascadeUNet, RANDose
+from custom_nets.performance.fused_norm import FusedInstanceNormAct3d, fuse_instance_norm_activations
+from custom_nets.performance.inference import prepare_network
+from custom_nets.training import with_gradient_checkpointing
+
+TINY_IDS = {TINY[i][2:]: json.loads(TINY[i + 1]) for i in range(0, len(TINY), 2)}
+EXACT_GY = 1e-4
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_inference_modes_give_the_eager_dose(openkbp_bundles, openkbp_mini_datalist, name):
+    bundle = openkbp_bundles / name
+    parser = bundle_parser(bundle, json.loads(CONFIGS["infer"].replace("'", '"')),
+                           {**TINY_IDS, "dataset_dir": str(openkbp_mini_datalist.parent)})
+    reference_gy = float(parser.get_parsed_content("reference_dose_gy"))
+    network = parser.get_parsed_content("network_def").eval()
+    network.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True))
+    entry = load_datalist(openkbp_mini_datalist, "validation")[0]
+    image = parser.get_parsed_content("preprocessing")(entry)["image"][None].as_tensor()
+    x = image[:, :, 32:96, 32:96, 32:96].contiguous()  # the central 64^3 (fp64 convolutions are slow and large)
+    with torch.no_grad():
+        eager = network(x)
+        fp64 = copy.deepcopy(network).double()(x.double())
+        for mode in ("torchscript", "frozen"):  # the same arithmetic as eager
+            out = prepare_network(network, mode)(x)
+            assert reference_gy * (out - eager).abs().max() <= EXACT_GY, mode
+        fast = prepare_network(network, "fast")(x)
+    # fast sums the convolutions in another order: within fp32's own error (eager against fp64), never more
+    fp32_error_gy = reference_gy * float((eager.double() - fp64).abs().max())
+    assert reference_gy * float((fast - eager).abs().max()) <= EXACT_GY + 4 * fp32_error_gy
+    assert fast.shape == eager.shape and fast.is_contiguous()
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.LeakyReLU(0.01)])
+def test_fused_instance_norm_equals_pytorchs(layout, act):
+    torch.manual_seed(0)
+    norm = nn.InstanceNorm3d(6, affine=True)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    slope = getattr(act, "negative_slope", 0.0)
+    fused = FusedInstanceNormAct3d(6, negative_slope=slope)
+    fused.load_state_dict(norm.state_dict())
+    x = (torch.randn(2, 6, 12, 10, 8) * 3 + 5).contiguous(memory_format=layout)
+    with torch.no_grad():
+        expected = act(copy.deepcopy(norm).double()(x.double().contiguous()))
+        out = fused(x)
+    assert out.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=2e-6)
+
+
+def test_fusion_finds_every_norm_activation_pair_and_keeps_the_state_dict():
+    network = CascadeUNet(5, (2, 4, 8, 16, 32), (2, 4, 8, 16, 32))
+    keys = list(network.state_dict())
+    norms = sum(isinstance(m, nn.InstanceNorm3d) for m in network.modules())
+    assert fuse_instance_norm_activations(network) == norms
+    assert list(network.state_dict()) == keys
+    assert not any(isinstance(m, (nn.ReLU, nn.LeakyReLU)) for m in network.modules())
+
+
+@pytest.mark.parametrize("make", [lambda: CascadeUNet(5, (2, 4, 8, 16, 32), (2, 4, 8, 16, 32)),
+                                  lambda: RANDose(5, widths=(2, 4, 8, 16, 32), stem_channels=2)])
+def test_gradient_checkpointing_gives_the_same_gradients(make):
+    torch.manual_seed(0)
+    plain = make().train()
+    checkpointed = with_gradient_checkpointing(copy.deepcopy(plain))
+    assert list(checkpointed.state_dict()) == list(plain.state_dict())
+    x = torch.rand(2, 5, 32, 32, 32)
+    for network in (plain, checkpointed):
+        network(x).square().mean().backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
+    from tools.benchmark import benchmark
+
+    mini = require_shared("data/openkbp/mini")
+    out = tmp_path / "benchmark.json"
+    benchmark(bundles="cascunet_basic,cascunet_dm3", size=32, widths="cpu", modes="eager,frozen,fast", warmup=0,
+              repeats=1, train="cpu", train_iterations=2, dataset_dir=str(openkbp_mini_datalist.parent),
+              openkbp_mini=str(mini), evaluation_cases=1, predict="frozen", overrides=json.dumps(TINY_IDS),
+              out=str(out))
+    result = json.loads(out.read_text())
+    assert result["matmul_peak_gflops"] > 0
+    assert [row["bundle"] for row in result["inference"]] == ["cascunet_basic", "cascunet_dm3"]
+    for row in result["inference"]:
+        assert row["gflop_per_forward"] > 0 and row["parameters_m"] > 0
+        for mode in ("eager", "frozen", "fast"):
+            assert row[f"{mode}_s"] > 0 and row[f"{mode}_share_of_peak"] > 0
+    assert result["inference"][1]["gflop_per_forward"] > result["inference"][0]["gflop_per_forward"]
+    for row in result["training"]:
+        assert row["iterations"] == 2 and row["s_per_iteration"] > 0 and 0 <= row["data_wait_share"] < 1
+        assert row["patch_size"] == [32, 32, 32]
+    assert result["conversion"]["patients"] == 6 and result["conversion"]["s_per_patient"] > 0
+    assert result["evaluation"]["s_per_case"] > 0
+    assert [(p["network_mode"], p["ratio"] > 0) for p in result["predict"]] == [("frozen", True)]
+    table = out.with_suffix(".md").read_text()
+    assert "cascunet_dm3" in table and "GFLOP / forward" in table and "predict" in table
