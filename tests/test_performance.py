@@ -95,7 +95,7 @@ def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
     out = tmp_path / "benchmark.json"
     benchmark(bundles="cascunet_basic,cascunet_dm3", size=32, widths="cpu", modes="eager,frozen,fast", warmup=0,
               repeats=1, train="cpu", train_iterations=2, dataset_dir=str(openkbp_mini_datalist.parent),
-              openkbp_mini=str(mini), evaluation_cases=1, predict="frozen", overrides=json.dumps(TINY_IDS),
+              openkbp_mini=str(mini), evaluation_cases=1, predict="frozen", overrides=json.dumps({**TINY_IDS, "num_workers": 0}),
               out=str(out))
     result = json.loads(out.read_text())
     assert result["matmul_peak_gflops"] > 0

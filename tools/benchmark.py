@@ -146,7 +146,7 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
                 files = profile_configs("train", profile, cpu=train_profile == "cpu")
                 sizes = {} if train_profile == "cpu" else {"patch_size": [128, 128, 128]}
                 row = benchmark_training(copy, files, data.parent, train_iterations,
-                                         {"num_workers": 0, "cache_rate": 0.05, **sizes, **mask, **extra})
+                                         {"cache_rate": 0.05, **sizes, **mask, **extra})
                 result["training"].append({"profile": train_profile, **row, **mask})
         if _list(predict):
             configs = profile_configs("inference", "openkbp", cpu_widths)
