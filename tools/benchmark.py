@@ -104,7 +104,7 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
 
     Args:
         size: inference input edge (128 is the papers' grid); widths: "paper" or "cpu" (configs/cpu.json).
-        modes: inference modes among eager, torchscript, fast.
+        modes: inference modes among eager, torchscript, frozen, fast (on CUDA, amp is added: fp16 autocast).
         train: training profiles to time among "cpu" (configs/cpu.json) and "128" (the paper's 128^3 patches);
             "" for none. Mask variants train with masks from the planned dose (mask_source reference), so no
             trained prior is needed.
@@ -127,9 +127,10 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
     print(f"fp32 matrix product: {result['matmul_peak_gflops']:.1f} GFLOP/s on {dev} ({result['threads']} threads)")
     cpu_widths = widths == "cpu"
     names = _list(bundles)
+    inference_modes = _list(modes) + (["amp"] if dev.type == "cuda" and "amp" not in _list(modes) else [])
     result["inference"] = [
         benchmark_inference(_bundle_dir(n), profile_configs("inference", profile, cpu_widths), size, dev,
-                            result["matmul_peak_gflops"], extra, _list(modes), warmup, repeats) for n in names]
+                            result["matmul_peak_gflops"], extra, inference_modes, warmup, repeats) for n in names]
     with tempfile.TemporaryDirectory(prefix="dosepred-benchmark-") as tmp:
         work = Path(tmp)
         data = Path(dataset_dir) / "datalist.json"
@@ -164,7 +165,7 @@ def markdown_summary(result: dict) -> str:
     lines = [f"Device {result['device']}, {result['threads']} threads, torch {result['torch']}; fp32 matrix product "
              f"{result['matmul_peak_gflops']:.1f} GFLOP/s. Inference at {result['size']}^3, {result['widths']} "
              f"widths, {result['profile']} inputs, random weights.", ""]
-    modes = [m for m in INFERENCE_MODES if f"{m}_s" in result["inference"][0]]
+    modes = [m for m in (*INFERENCE_MODES, "amp") if f"{m}_s" in result["inference"][0]]
     lines.append("| bundle | parameters (M) | GFLOP / forward | " + " | ".join(
         f"{m} s (% of peak, peak MB)" for m in modes) + " |")
     lines.append("| --- " * (3 + len(modes)) + "|")

@@ -12,6 +12,7 @@
     dosepred model-size randose --size 128   # parameters and FLOPs of a bundle's network
     dosepred dicom phantom --out data/dicom_phantom     # a synthetic DICOM-RT patient
     dosepred predict <DICOM folder> --bundle bundles/cascunet_basic --out runs/predict   # -> RT Dose + DVHs
+    dosepred benchmark --bundles cascunet_basic,randose --size 128   # speed table (JSON + Markdown)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 
 import fire
 
-from tools import bundles, dicom, model_size, openkbp, phantoms, quickstart, report
+from tools import benchmark, bundles, dicom, model_size, openkbp, phantoms, quickstart, report
 
 
 def main() -> None:
@@ -43,6 +44,7 @@ def _fire() -> None:
             "model-size": model_size.model_size,
             "dicom": {"phantom": dicom.phantom},
             "predict": dicom.predict,
+            "benchmark": benchmark.benchmark,
         },
         name="dosepred",
     )

@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 def benchmark_inference(bundle: str | Path, config_files: Sequence[str], size: int, device: torch.device,
                         matmul_peak_gflops: float, overrides: Mapping | None = None,
                         modes: Sequence[str] = INFERENCE_MODES, warmup: int = 1, repeats: int = 3) -> dict:
-    """Parameters, FLOPs and seconds per forward pass at ``size``^3 in each mode, with the achieved share of the
-    measured matrix-product peak and the peak memory of each mode.
+    """Parameters, FLOPs and seconds per forward pass at ``size``^3 in each mode (:data:`INFERENCE_MODES`, and
+    ``amp`` on CUDA), with the achieved share of the measured matrix-product peak and the peak memory of each mode.
 
     The network is the bundle's ``network_def`` with random weights (speed does not depend on their values)."""
     parser = bundle_parser(bundle, config_files, overrides)
@@ -42,7 +42,14 @@ def benchmark_inference(bundle: str | Path, config_files: Sequence[str], size: i
     network = network.to(device)
     for mode in modes:
         logger.info("%s: %s forward at %d^3", row["bundle"], mode, size)
-        prepared = prepare_network(network, mode).to(device)
+        if mode == "amp":  # CUDA only: the frozen network under fp16 autocast, as the configs' amp flag runs it
+            frozen = prepare_network(network, "frozen").to(device)
+
+            def prepared(inputs: torch.Tensor) -> torch.Tensor:
+                with torch.autocast(device.type, dtype=torch.float16):
+                    return frozen(inputs)
+        else:
+            prepared = prepare_network(network, mode).to(device)
         reset_peak_memory(device)
         timing = time_forward(prepared, x, warmup=warmup, repeats=repeats)
         row[f"{mode}_s"] = timing["median_s"]
