@@ -52,3 +52,20 @@ def test_model_size_counts_parameters_and_flops_of_a_bundle_network():
     assert result["forward_gflop"] * 1e9 > 2 * 4 * 27 * 32**3  # more than the first convolution alone
     assert model_size("randose", size=64, cpu=True)["forward_gflop"] == pytest.approx(8 * result["forward_gflop"],
                                                                                         rel=0.01)
+
+
+def _dosepred(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_clinical_and_benchmark_commands_are_wired(tmp_path):
+    listing = _dosepred("--help")
+    for command in ("predict", "benchmark", "dicom"):
+        assert command in listing.stdout + listing.stderr, command
+    written = _dosepred("dicom", "phantom", "--out", str(tmp_path / "patient"), "--shape", "32,32,24")
+    assert written.returncode == 0, written.stderr[-2000:]
+    assert len(list((tmp_path / "patient").glob("CT.*.dcm"))) == 24
+    assert {p.name for p in (tmp_path / "patient").glob("R?.dcm")} == {"RS.dcm", "RP.dcm", "RD.dcm"}
+    missing = _dosepred("predict", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert missing.returncode == 2 and f"DICOM folder not found: {tmp_path / 'nowhere'}" in missing.stderr

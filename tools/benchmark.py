@@ -32,7 +32,7 @@ from custom_nets.phantoms import make_phantom
 from custom_nets.phantoms.dicom_patient import write_dicom_phantom
 from custom_nets.predict import predict_dicom
 from tools.bundles import BUNDLES_DIR
-from tools.dicom import _list, _mapping
+from tools.arguments import as_list, as_mapping
 from tools.openkbp import convert
 
 OPENKBP_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "openkbp" / "mini"
@@ -120,14 +120,14 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
         torch.set_num_threads(threads or cpu_threads())
     else:
         torch.backends.cudnn.benchmark = True
-    extra = _mapping(overrides, "overrides") or {}
+    extra = as_mapping(overrides, "overrides") or {}
     result: dict = {"device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "size": size, "widths": widths, "profile": profile}
     result["matmul_peak_gflops"] = matmul_gflops(dev)
     print(f"fp32 matrix product: {result['matmul_peak_gflops']:.1f} GFLOP/s on {dev} ({result['threads']} threads)")
     cpu_widths = widths == "cpu"
-    names = _list(bundles)
-    inference_modes = _list(modes) + (["amp"] if dev.type == "cuda" and "amp" not in _list(modes) else [])
+    names = as_list(bundles)
+    inference_modes = as_list(modes) + (["amp"] if dev.type == "cuda" and "amp" not in as_list(modes) else [])
     result["inference"] = [
         benchmark_inference(_bundle_dir(n), profile_configs("inference", profile, cpu_widths), size, dev,
                             result["matmul_peak_gflops"], extra, inference_modes, warmup, repeats) for n in names]
@@ -142,16 +142,16 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
         result["training"] = []
         for name in names:
             mask = {"mask_source": "reference"} if "dm" in name else {}
-            for train_profile in _list(train):
+            for train_profile in as_list(train):
                 copy = Path(shutil.copytree(_bundle_dir(name), work / "train" / train_profile / name))
                 files = profile_configs("train", profile, cpu=train_profile == "cpu")
                 sizes = {} if train_profile == "cpu" else {"patch_size": [128, 128, 128]}
                 row = benchmark_training(copy, files, data.parent, train_iterations,
                                          {"cache_rate": 0.05, **sizes, **mask, **extra})
                 result["training"].append({"profile": train_profile, **row, **mask})
-        if _list(predict):
+        if as_list(predict):
             configs = profile_configs("inference", "openkbp", cpu_widths)
-            result["predict"] = _time_predict(_bundle_dir(names[0]), configs, extra, size, dev, work, _list(predict))
+            result["predict"] = _time_predict(_bundle_dir(names[0]), configs, extra, size, dev, work, as_list(predict))
     out_path = Path(out)
     write_text_atomic(out_path, json.dumps(result, indent=1, default=float) + "\n")
     table = markdown_summary(result)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from custom_nets.bundle_packaging import package_bundle
 from custom_nets.bundle_variants import VARIANTS, render_bundle
+from tools.arguments import as_list, as_mapping
 
 BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -26,9 +27,7 @@ def package(bundle: str, out: str = "dist", configs: str | list = "", weights: s
         overrides: further ids the model was trained with, as JSON or a dict, e.g. '{"widths_a": [8,16,32,64,128]}'.
         weights_url: where OUT/assets will be published (large_files.yml urls); default their file:// location.
     """
-    from tools.dicom import _list, _mapping
-
-    packaged = package_bundle(bundle, out, weights, _list(configs), _mapping(overrides, "overrides"), weights_url,
+    packaged = package_bundle(bundle, out, weights, as_list(configs), as_mapping(overrides, "overrides"), weights_url,
                               torchscript)
     for entry in packaged.large_files:
         print(f"{entry['path']}: {entry['url']} sha256 {entry['hash_val']}")

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 from custom_nets.phantoms import make_phantom
 from custom_nets.phantoms.dicom_patient import write_dicom_phantom
 from custom_nets.predict import predict_dicom
+from tools.arguments import as_list, as_mapping
 from tools.bundles import BUNDLES_DIR
-
-
-def _mapping(value, what: str) -> dict | None:
-    """A dict from fire (already parsed), a JSON string or a JSON file path."""
-    if value is None or isinstance(value, dict):
-        return value
-    text = Path(value).read_text() if Path(str(value)).is_file() else str(value)
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--{what}: not JSON nor a JSON file: {value!r} ({err})") from None
-    if not isinstance(parsed, dict):
-        raise ValueError(f"--{what}: expected a JSON object, got {parsed!r}")
-    return parsed
-
-
-def _list(value) -> list:
-    if value is None:
-        return []
-    return [v for v in (value.split(",") if isinstance(value, str) else value) if v]
 
 
 def predict(dicom_dir: str, bundle: str = str(BUNDLES_DIR / "cascunet_basic"), out: str = "runs/predict",
@@ -48,10 +27,10 @@ def predict(dicom_dir: str, bundle: str = str(BUNDLES_DIR / "cascunet_basic"), o
         overrides: other bundle config ids as JSON, e.g. '{"widths_a": [8,16,32,64,128]}'.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    report = predict_dicom(dicom_dir, bundle, out, ["configs/inference.json", *_list(configs)],
-                           overrides=_mapping(overrides, "overrides"),
-                           prescriptions_gy=_mapping(prescriptions, "prescriptions"),
-                           roi_map=_mapping(roi_map, "roi_map"), grid_shape=grid_shape, ckpt_path=ckpt_path,
+    report = predict_dicom(dicom_dir, bundle, out, ["configs/inference.json", *as_list(configs)],
+                           overrides=as_mapping(overrides, "overrides"),
+                           prescriptions_gy=as_mapping(prescriptions, "prescriptions"),
+                           roi_map=as_mapping(roi_map, "roi_map"), grid_shape=grid_shape, ckpt_path=ckpt_path,
                            dose_bits=bits)
     for warning in report["warnings"]:
         print(f"warning: {warning}")
