@@ -1,4 +1,4 @@
-"""Benchmarks of a bundle: size and FLOPs, inference per mode, training iterations, predict overhead.
+"""Benchmarks of a bundle: size and FLOPs, seconds per forward pass in each inference mode, training iterations.
 
 Each function measures one thing and returns a flat dict, so a command line can print a table and write JSON.
 """
