@@ -38,17 +38,26 @@ def build_dose_network(in_channels: int, mask_fractions: Sequence[float] = (),
 
 
 def with_gradient_checkpointing(network: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
-    """``network`` whose encoder/decoder stages (the items of its ``nn.ModuleList``s) recompute their activations
-    in the backward pass instead of storing them: less memory for 128^3 training on small GPUs, about a third more
-    compute. Parameters and ``state_dict`` keys are unchanged (each stage's ``forward`` is wrapped in place)."""
+    """``network`` whose encoder/decoder stages (the items of its outermost ``nn.ModuleList``s) recompute their
+    activations in the backward pass instead of storing them: less memory for 128^3 training on small GPUs, about a
+    third more compute. Parameters and ``state_dict`` keys are unchanged (each stage's ``forward`` is wrapped in
+    place); lists inside a stage are left alone, as the stage's recomputation covers them."""
     if not enabled:
         return network
-    stages = [m for lst in network.modules() if isinstance(lst, torch.nn.ModuleList) for m in lst]
+    stages = list(_outer_stages(network))
     if not stages:
         raise ValueError(f"{type(network).__name__} has no ModuleList stages to checkpoint")
     for stage in stages:
         stage.forward = _checkpointed(stage.forward)
     return network
+
+
+def _outer_stages(module: torch.nn.Module):
+    for child in module.children():
+        if isinstance(child, torch.nn.ModuleList):
+            yield from child
+        else:
+            yield from _outer_stages(child)
 
 
 def _checkpointed(forward):

@@ -18,6 +18,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -25,7 +26,7 @@ import torch
 
 from conftest import TINY
 from custom_nets.bundle_packaging import package_bundle, sha256_of
-from custom_nets.io.canonical import PREDICTED_DOSE_FILE
+from custom_nets.io.canonical import PREDICTED_DOSE_FILE, read_case
 from custom_nets.io.datalist import load_datalist
 from custom_nets.io.dicom.rtdose import read_rt_dose
 from custom_nets.io.dicom.rtstruct import rasterise, read_structure_set
@@ -86,8 +87,6 @@ def test_predict_writes_an_rt_dose_on_the_ct_geometry(openkbp_bundles, dicom_pat
     # The model grid is the CT grid here, so the RT Dose holds the network's prediction up to quantisation.
     report = json.loads((out / "predict_report.json").read_text())
     case_id = "dicom_phantom_11"
-    from custom_nets.io.canonical import read_case
-
     case = read_case(out / "work" / "cases" / case_id)
     predicted = read_predicted_dose(out / "work" / "predictions" / case_id / PREDICTED_DOSE_FILE, case.affine,
                                     case.shape)
@@ -110,7 +109,7 @@ def test_predict_writes_an_rt_dose_on_the_ct_geometry(openkbp_bundles, dicom_pat
         assert float(row["volume_cc"]) == pytest.approx(mask.sum() * np.prod(grid.spacing_mm) / 1000, rel=1e-9)
     assert {r["dose"] for r in rows} == {"predicted", "planned"}
     assert (out / "dvh.png").stat().st_size > 10_000
-    nifti = __import__("nibabel").load(str(out / "dose_predicted.nii.gz"))
+    nifti = nib.load(str(out / "dose_predicted.nii.gz"))
     np.testing.assert_allclose(np.asarray(nifti.dataobj), predicted, atol=1e-5)
 
 
@@ -191,7 +190,7 @@ def test_packaged_bundle_runs_outside_the_repository(fetched_bundle, openkbp_bun
 
 
 def _load(path: Path) -> np.ndarray:
-    return np.asarray(__import__("nibabel").load(str(path)).dataobj, dtype=np.float64)
+    return np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
 
 
 def _predict_case(entry: dict, preprocessing, inferer, network, postprocessing, device) -> None:

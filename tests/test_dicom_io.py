@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -154,7 +155,7 @@ def test_dciodvfy_reports_no_errors_on_written_objects(tmp_path):
     dciodvfy = shutil.which("dciodvfy")
     if dciodvfy is None:
         message = "dciodvfy (Debian's dicom3tools) is not installed"
-        if __import__("os").environ.get("CI"):
+        if os.environ.get("CI"):
             pytest.fail(message + "; .ci/run installs it")
         pytest.skip(message)
     folder = write_dicom_phantom(make_phantom("lung", 4, (32, 32, 24)), tmp_path / "patient", dose_bits=16)

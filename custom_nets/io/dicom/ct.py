@@ -80,6 +80,7 @@ def read_ct_series(files: Sequence[str | Path]) -> CTSeries:
     order = np.argsort([p @ normal for p in positions], kind="stable")
     positions = [positions[i] for i in order]
     files = [files[i] for i in order]
+    headers = [headers[i] for i in order]
     step = uniform_step([p @ normal for p in positions], f"CT series in {first_file.parent}")
     in_plane = np.asarray([[p @ row, p @ col] for p in positions])
     shift = np.abs(in_plane - in_plane[0]).max()
@@ -87,12 +88,9 @@ def read_ct_series(files: Sequence[str | Path]) -> CTSeries:
         raise ValueError(f"{first_file.parent}: slice positions move in-plane by up to {shift:.3g} mm along the "
                          "series (gantry tilt or a sheared stack); resample the series to axial slices first")
     hu = np.empty((int(first.Columns), int(first.Rows), len(files)), dtype=np.float32)
-    uids = []
-    for k, f in enumerate(files):
-        ds = pydicom.dcmread(f)
-        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-        hu[:, :, k] = ds.pixel_array.T.astype(np.float32) * slope + intercept
-        uids.append(str(ds.SOPInstanceUID))
+    for k, (h, f) in enumerate(zip(headers, files)):
+        slope, intercept = float(h.get("RescaleSlope", 1) or 1), float(h.get("RescaleIntercept", 0) or 0)
+        hu[:, :, k] = pydicom.dcmread(f).pixel_array.T.astype(np.float32) * slope + intercept
     grid = AxialGrid(positions[0], row, col, (float(spacing[1]), float(spacing[0]), step), hu.shape)
-    return CTSeries(hu=hu, grid=grid, header=pydicom.dcmread(files[0], stop_before_pixels=True),
-                    sop_instance_uids=uids, files=files)
+    return CTSeries(hu=hu, grid=grid, header=headers[0], sop_instance_uids=[str(h.SOPInstanceUID) for h in headers],
+                    files=files)
