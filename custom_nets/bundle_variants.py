@@ -108,7 +108,7 @@ RANDOSE = BundleVariant(
     "randose", "RANDose: region-aware attention U-Net (MSCSA, PTV integration, attention fusion)", None,
     with_body=False,
     config_overrides={"train.json": _RANDOSE_TRAINING, "inference.json": _RANDOSE_NETWORK,
-                      "cpu.json": {"widths": [4, 8, 16, 32, 64], "stem_channels": 4}},
+                      "cpu.json": {"widths": [6, 12, 24, 48, 96], "stem_channels": 6}},  # the cascade's CPU FLOPs
     extra_configs={  # Table 2 of the RANDose paper: (a) modules, (b) loss terms; the full model is the default
         "ablation_unet.json": _OFF,
         "ablation_msfe.json": {**_OFF, "use_msfe": True},
@@ -126,7 +126,8 @@ RANDOSE = BundleVariant(
         "input convolutions (`custom_nets.networks.RANDose`). Each module can be switched off: the\n"
         "`configs/ablation_*.json` overrides are the paper's Table 2 rows. Size, from `dosepred model-size\n"
         "randose [--cpu]` (OpenKBP, 9 input channels, 128^3): 94.23 M parameters and 2.18 TFLOP per forward\n"
-        "pass at the default widths [16..256]; 6.02 M and 0.195 TFLOP at the CPU profile's [4..64]. The paper\n"
+        "pass at the default widths [16..256]; 13.55 M and 0.436 TFLOP at the CPU profile's [6..96]\n"
+        "(chosen to match the CPU cascade's FLOPs: 54 GFLOP per 64^3 forward pass for both). The paper\n"
         "gives no widths; most of the size is the 5^3 and 7^3 kernels of MSFE and PI at the deep stages."),
     schedule_text=(
         "Paper setting (default): Adam, lr 1e-4 (constant; the paper names no schedule, no weight decay),\n"

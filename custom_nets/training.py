@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import torch.utils.checkpoint
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from custom_nets.networks import CascadeUNet, DoseMaskCascade
+from custom_nets.performance.hardware import cpu_has_native_bf16
 
 __all__ = ["build_dose_network", "lower_is_better", "latest_checkpoint", "attach_checkpoints", "trainable_parameters",
-           "with_gradient_checkpointing"]
+           "with_gradient_checkpointing", "with_cpu_autocast", "use_cpu_bf16", "prepare_training_network"]
 
 
 def build_dose_network(in_channels: int, mask_fractions: Sequence[float] = (),
@@ -22,9 +24,11 @@ def build_dose_network(in_channels: int, mask_fractions: Sequence[float] = (),
                        prior_checkpoint: str | None = None, require_prior: bool = False) -> torch.nn.Module:
     """The basic cascade without dose masks, else the dose-mask cascade with a frozen prior of the same widths.
 
-    ``prior_checkpoint`` (the basic bundle's weights) is loaded when it exists. ``require_prior`` (training with
-    masks from the prior) makes a missing file an error: an untrained prior would make meaningless masks.
-    At inference the prior's weights come with the mask network's own checkpoint.
+    ``prior_checkpoint`` (the basic bundle's weights, given by the training configs) is loaded when it exists.
+    ``require_prior`` (training with masks from the prior) makes a missing file an error: an untrained prior would
+    make meaningless masks; without it a missing file marks the network's prior as untrained, which its
+    checkpoints keep. At inference (``prior_checkpoint`` None) the prior's weights come with the mask network's
+    own checkpoint.
     """
     if not mask_fractions:
         return CascadeUNet(in_channels, widths_a, widths_b)
@@ -33,8 +37,13 @@ def build_dose_network(in_channels: int, mask_fractions: Sequence[float] = (),
         raise FileNotFoundError(f"the dose masks come from the prior (mask_source 'prior'), but its weights "
                                 f"{prior_checkpoint} do not exist: train the basic bundle first, or set "
                                 "prior_checkpoint, or use mask_source 'reference'")
-    return DoseMaskCascade(in_channels, mask_fractions, widths_a, widths_b,
-                           prior_checkpoint=prior_checkpoint if found else None)
+    network = DoseMaskCascade(in_channels, mask_fractions, widths_a, widths_b,
+                              prior_checkpoint=prior_checkpoint if found else None)
+    if prior_checkpoint and not found:
+        warnings.warn(f"no prior weights at {prior_checkpoint}: this mask cascade trains with masks from the planned "
+                      "dose only, and its checkpoints will refuse masks from the (untrained) prior", stacklevel=2)
+        network.mark_prior_untrained()
+    return network
 
 
 def with_gradient_checkpointing(network: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
@@ -66,6 +75,50 @@ def _checkpointed(forward):
             return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False)
         return forward(*args)
     return run
+
+
+def use_cpu_bf16(device: str | torch.device, enabled: bool | None = None) -> bool:
+    """Whether training on ``device`` runs in bf16 autocast: by default on CPUs with native bf16 only (CUDA has
+    MONAI's own fp16 AMP; elsewhere bf16 is emulated and slower). ``enabled=True`` on another device is an error."""
+    on_cpu = torch.device(device).type == "cpu"
+    if enabled is None:
+        return on_cpu and cpu_has_native_bf16()
+    if enabled and not on_cpu:
+        raise ValueError(f"cpu_bf16 is for training on a CPU, but the device is {device} (use amp on CUDA)")
+    return bool(enabled)
+
+
+def with_cpu_autocast(network: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
+    """``network`` whose forward runs under CPU bf16 autocast while it is in training mode, and returns float32.
+
+    Validation and inference (eval mode) stay fp32, so model selection scores what inference predicts. MONAI's
+    engines only autocast on CUDA, hence this wrapper; like :func:`with_gradient_checkpointing` it wraps
+    ``forward`` in place, so parameters and ``state_dict`` keys are unchanged.
+    """
+    if not enabled:
+        return network
+    forward = network.forward
+
+    def run(*args: torch.Tensor) -> torch.Tensor:
+        if not network.training:
+            return forward(*args)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return forward(*args).float()
+
+    network.forward = run
+    network.cpu_bf16_autocast = True
+    return network
+
+
+def prepare_training_network(network: torch.nn.Module, device: str | torch.device,
+                             gradient_checkpointing: bool = False, channels_last: bool = False,
+                             cpu_bf16: bool | None = None) -> torch.nn.Module:
+    """The training configs' network: optional gradient checkpointing, bf16 autocast on CPUs with native bf16
+    (``cpu_bf16`` None: where supported), moved to ``device`` (channels-last 3D layout if asked)."""
+    network = with_gradient_checkpointing(network, gradient_checkpointing)
+    network = with_cpu_autocast(network, use_cpu_bf16(device, cpu_bf16))
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    return network.to(device, memory_format=layout)
 
 
 def trainable_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -18,7 +18,7 @@ SHARED = REPO_ROOT.parent / "shared"
 
 BUNDLES = list(VARIANTS)
 TINY = ["--widths_a", "[2,4,8,16,32]", "--widths_b", "[2,4,8,16,32]", "--widths", "[2,4,8,16,32]",
-        "--stem_channels", "2", "--patch_size", "[32,32,32]"]  # cascade and RANDose widths (unused keys are inert)
+        "--stem_channels", "2", "--patch_size", "[32,32,32]", "--network_size", "[32,32,32]"]  # cascade and RANDose widths (unused keys are inert)
 MASK_BUNDLES = [name for name in BUNDLES if VARIANTS[name].dose_mask_set]
 CONFIGS = {
     "train": "['configs/train.json','configs/openkbp.json','configs/cpu.json']",

@@ -45,11 +45,11 @@ def test_model_size_counts_parameters_and_flops_of_a_bundle_network():
     from tools.model_size import model_size
 
     result = model_size("randose", size=32, cpu=True)
-    network = RANDose(9, widths=[4, 8, 16, 32, 64], stem_channels=4)
+    network = RANDose(9, widths=[6, 12, 24, 48, 96], stem_channels=6)
     assert result["parameters"] == sum(p.numel() for p in network.parameters()) and result["input_channels"] == 9
-    first_conv = network.ct_stem.conv  # 1 -> 4 channels, 3^3 kernel, at every one of the 32^3 voxels
-    assert first_conv.weight.shape == (4, 1, 3, 3, 3)
-    assert result["forward_gflop"] * 1e9 > 2 * 4 * 27 * 32**3  # more than the first convolution alone
+    first_conv = network.ct_stem.conv  # 1 -> 6 channels, 3^3 kernel, at every one of the 32^3 voxels
+    assert first_conv.weight.shape == (6, 1, 3, 3, 3)
+    assert result["forward_gflop"] * 1e9 > 2 * 6 * 27 * 32**3  # more than the first convolution alone
     assert model_size("randose", size=64, cpu=True)["forward_gflop"] == pytest.approx(8 * result["forward_gflop"],
                                                                                         rel=0.01)
 

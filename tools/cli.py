@@ -13,6 +13,7 @@
     dosepred dicom phantom --out data/dicom_phantom     # a synthetic DICOM-RT patient
     dosepred predict <DICOM folder> --bundle bundles/cascunet_basic --out runs/predict   # -> RT Dose + DVHs
     dosepred benchmark --bundles cascunet_basic,randose --size 128   # speed table (JSON + Markdown)
+    dosepred experiment cpu-budget --data data/openkbp   # the cascade paper's experiment at a CPU budget + report
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 
 import fire
 
-from tools import benchmark, bundles, dicom, model_size, openkbp, phantoms, quickstart, report
+from tools import benchmark, bundles, dicom, experiment, model_size, openkbp, phantoms, quickstart, report
 
 
 def main() -> None:
@@ -45,6 +46,7 @@ def _fire() -> None:
             "dicom": {"phantom": dicom.phantom},
             "predict": dicom.predict,
             "benchmark": benchmark.benchmark,
+            "experiment": {"cpu-budget": experiment.cpu_budget},
         },
         name="dosepred",
     )

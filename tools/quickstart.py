@@ -11,13 +11,14 @@ from pathlib import Path
 
 from monai.bundle import run as run_bundle
 
-from custom_nets.reports import write_report
+from custom_nets.reports import load_evaluation, write_report
 from tools import phantoms
 from tools.bundles import BUNDLES_DIR
 
 
 def run(out: str = "runs/quickstart", n_training: int = 6, n_validation: int = 2, n_test: int = 2,
-        shape: int = 48, iterations: int = 60, seed: int = 0) -> str:
+        shape: int = 48, network_size: int = 32, iterations: int = 400, learning_rate: float = 1e-3,
+        seed: int = 0) -> str:
     """Generate lung phantoms, train cascunet_basic for ITERATIONS on CPU, predict and evaluate the test split.
 
     Prints where the report (tables, DVHs, dose images, training curves) is and returns its report.md.
@@ -31,15 +32,30 @@ def run(out: str = "runs/quickstart", n_training: int = 6, n_validation: int = 2
     configs = bundle / "configs"
     common = {"bundle_root": str(bundle), "dataset_dir": str(Path(datalist).parent), "logging_file":
               str(configs / "logging.conf"), "meta_file": str(configs / "metadata.json")}
-    patch = [shape] * 3
-    run_bundle("training", config_file=[str(configs / "train.json"), str(configs / "cpu.json")], **common,
-               patch_size=patch, max_iterations=iterations, iterations_per_epoch=max(1, iterations // 3))
+    size = {"network_size": [network_size] * 3}
+    run_bundle("training", config_file=[str(configs / "train.json"), str(configs / "cpu.json")], **common, **size,
+               patch_size=size["network_size"], max_iterations=iterations, iterations_per_epoch=max(1, iterations // 4),
+               learning_rate=learning_rate, max_translation_voxels=network_size / 8)
     inference = [str(configs / "inference.json"), str(configs / "cpu.json")]
-    run_bundle(config_file=inference, **common, split="test")
-    run_bundle(config_file=[*inference[:1], str(configs / "evaluate.json"), inference[1]], **common, split="test")
+    run_bundle(config_file=inference, **common, **size, split="test")
+    run_bundle(config_file=[*inference[:1], str(configs / "evaluate.json"), inference[1]], **common, **size,
+               split="test")
 
     evaluation = bundle / "eval" / "test"
     metrics = json.loads((evaluation / "run_info.json").read_text())["metrics"]
     print(f"test split ({n_test} phantoms), basic cascade after {iterations} iterations at the CPU profile: "
           + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+    for row in top_target_coverage(evaluation):
+        print(f"  {row['case_id']}: {row['structure']} ({row['prescription_gy']:g} Gy) D95% predicted "
+              f"{row['predicted']:.1f} Gy, planned {row['reference']:.1f} Gy")
     return str(write_report([evaluation], out_dir / "report", names=[f"cascunet_basic ({iterations} CPU its)"]))
+
+
+def top_target_coverage(evaluation: str | Path) -> list[dict]:
+    """Per case of an evaluation folder, the D95% row of its highest-prescription target."""
+    rows = [r for r in load_evaluation(evaluation).dvh_rows if r["role"] == "target" and r["metric"] == "D95%"]
+    top: dict[str, dict] = {}
+    for row in rows:
+        if row["case_id"] not in top or row["prescription_gy"] > top[row["case_id"]]["prescription_gy"]:
+            top[row["case_id"]] = row
+    return [top[c] for c in sorted(top)]

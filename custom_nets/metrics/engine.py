@@ -30,7 +30,8 @@ def voxel_volume_mm3(tensor: torch.Tensor) -> float:
 
 class DoseScoreMetric(CumulativeIterationMetric):
     """OpenKBP dose error per case (Gy): mean |reference - prediction| over the possible-dose voxels, with the
-    prediction zeroed outside them; aggregated as the mean over cases (the dose score)."""
+    prediction made physical as the final evaluation makes it (negatives clamped to 0, zero outside the mask);
+    aggregated as the mean over cases (the dose score)."""
 
     def __init__(self, reference_dose_gy: float) -> None:
         super().__init__()
@@ -38,7 +39,7 @@ class DoseScoreMetric(CumulativeIterationMetric):
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         dose, mask = y[:, 0:1].float(), y[:, 1:2].float()
-        error = (torch.abs(y_pred[:, 0:1].float() * mask - dose * mask)).flatten(1).sum(1) / mask.flatten(1).sum(1)
+        error = (torch.abs(y_pred[:, 0:1].float().clamp_min(0.0) * mask - dose * mask)).flatten(1).sum(1) / mask.flatten(1).sum(1)
         return (error * self.reference_dose_gy).unsqueeze(1)
 
     def aggregate(self) -> torch.Tensor:  # type: ignore[override]
@@ -65,7 +66,7 @@ class DVHScoreMetric(CumulativeIterationMetric):
             label = label_case.detach().cpu().numpy()
             mask = label[1] > 0.5
             reference = label[0] * self.reference_dose_gy
-            predicted = pred_case[0].detach().cpu().numpy() * self.reference_dose_gy * mask
+            predicted = pred_case[0].detach().cpu().float().clamp_min(0.0).numpy() * self.reference_dose_gy * mask
             structures = {name: label[2 + i] > 0.5 for i, name in enumerate(prof.oars)}
             structures.update({name: label[2 + n_oar + i] > 0.5 for i, name in enumerate(prof.target_names)})
             structures = {k: v for k, v in structures.items() if v.any()}

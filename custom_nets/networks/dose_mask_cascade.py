@@ -52,6 +52,8 @@ class DoseMaskCascade(nn.Module):
         self.prior = CascadeUNet(in_channels, prior_widths_a or widths_a, prior_widths_b or widths_b)
         self.refine = CascadeUNet(in_channels + self.n_masks, widths_a, widths_b)
         self.register_buffer("fractions", torch.tensor(list(fractions), dtype=torch.float32))
+        # saved with the weights, so a checkpoint trained without a prior cannot make masks from random output
+        self.register_buffer("prior_untrained", torch.tensor(False))
         self.prior.requires_grad_(False)
         self.prior.eval()
         if prior_checkpoint:
@@ -60,6 +62,12 @@ class DoseMaskCascade(nn.Module):
     def load_prior(self, checkpoint: str | Path) -> None:
         """Load the basic cascade's weights into the prior."""
         self.prior.load_state_dict(load_state_dict_file(checkpoint))
+        self.prior_untrained.fill_(False)
+
+    def mark_prior_untrained(self) -> None:
+        """Record (in the state dict, so in every checkpoint) that this network is trained without prior weights:
+        it then refuses to make masks from its prior."""
+        self.prior_untrained.fill_(True)
 
     def train(self, mode: bool = True) -> "DoseMaskCascade":
         super().train(mode)
@@ -72,6 +80,10 @@ class DoseMaskCascade(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} channels (masks from the prior) or "
                              f"{self.in_channels + self.n_masks} (masks given), got {x.shape[1]}")
+        if bool(self.prior_untrained):
+            raise RuntimeError("this mask cascade's prior was never trained (no prior checkpoint was loaded), so its "
+                               "masks would threshold random output: give masks from a planned dose (mask source "
+                               "'reference') or train with prior_checkpoint set to a trained basic cascade")
         prior_dose = self.prior(x).detach()  # frozen: its parameters need no gradient
         masks = threshold_dose(prior_dose, self.fractions)
         return self.refine(torch.cat([x, masks], dim=1))

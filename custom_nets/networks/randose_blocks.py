@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import ChannelSELayer, Convolution
 from torch import nn
 
-__all__ = ["conv_block", "MultiScaleFeatureExtraction", "SpatialAttention", "ChannelSpatialAttention",
+__all__ = ["conv_block", "pool_to_stage", "MultiScaleFeatureExtraction", "SpatialAttention", "ChannelSpatialAttention",
            "PTVIntegration", "AttentionFusion"]
 
 
@@ -67,10 +67,18 @@ class ChannelSpatialAttention(nn.Module):
         return self.channel(x) + self.alpha * self.spatial(x)
 
 
+def pool_to_stage(features: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """(B, C, X, Y, Z) -> (B, C, *size) by adaptive max pooling: every input voxel reaches the coarse grid, so a
+    target smaller than a coarse voxel still shows (trilinear interpolation samples between voxels and can miss it).
+    """
+    return F.adaptive_max_pool3d(features, size)
+
+
 class PTVIntegration(nn.Module):
     """PI: fuse encoder features with the PTV features of the input stem at one encoder stage.
 
-    The PTV features are resized (trilinear) to the stage; each scale k of ``kernels`` applies a k^3 conv
+    The PTV features are max-pooled to the stage (a small target must not vanish, as it would under
+    interpolation, which samples between voxels); each scale k of ``kernels`` applies a k^3 conv
     block to both inputs and a spatial attention to each; the scales' refined maps are summed and passed
     through a final spatial attention.
 
@@ -86,7 +94,7 @@ class PTVIntegration(nn.Module):
         self.final_attention = SpatialAttention(channels)
 
     def forward(self, features: torch.Tensor, ptv_features: torch.Tensor) -> torch.Tensor:
-        ptv = F.interpolate(ptv_features, size=features.shape[2:], mode="trilinear", align_corners=False)
+        ptv = pool_to_stage(ptv_features, features.shape[2:])
         total = torch.zeros_like(features)
         for conv_e, conv_p, att_e, att_p in zip(self.encoder_convs, self.ptv_convs, self.encoder_attention,
                                                 self.ptv_attention):

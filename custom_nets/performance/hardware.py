@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["select_device", "cpu_threads", "synchronize", "matmul_gflops", "reset_peak_memory", "peak_memory_mb"]
+__all__ = ["select_device", "cpu_threads", "synchronize", "matmul_gflops", "reset_peak_memory", "peak_memory_mb",
+           "cpu_has_native_bf16"]
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
@@ -26,6 +27,13 @@ def cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def cpu_has_native_bf16() -> bool:
+    """The CPU computes bf16 products natively (AVX512-BF16 or AMX): there bf16 convolutions run about twice as fast
+    as fp32; elsewhere bf16 is emulated and slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def synchronize(device: torch.device) -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
+import torch
 from ignite.engine import Engine, Events
 
-__all__ = ["IterationTimer"]
+from custom_nets.io.atomic import write_text_atomic
+from custom_nets.performance.hardware import peak_memory_mb
+
+__all__ = ["IterationTimer", "attach_training_summary"]
 
 
 class IterationTimer:
@@ -47,3 +53,23 @@ class IterationTimer:
             return {"iterations": 0, "s_per_iteration": None, "data_wait_s": None, "data_wait_share": None}
         total, data = sum(self.iteration_s), sum(self.data_s)
         return {"iterations": n, "s_per_iteration": total / n, "data_wait_s": data / n, "data_wait_share": data / total}
+
+
+def attach_training_summary(trainer: Engine, path: str | Path, network: torch.nn.Module | None = None,
+                            skip: int = 1) -> IterationTimer:
+    """Time ``trainer``'s iterations and, when it completes, write ``path`` (JSON): iterations run, mean seconds
+    per iteration and data-wait share (after ``skip`` warm-up iterations), wall seconds of the run, the process's
+    peak memory (MB; peak RSS on Linux CPUs, allocator peak on CUDA) and whether bf16 autocast was on."""
+    timer = IterationTimer(skip=skip)
+    timer.attach(trainer)
+    started = time.perf_counter()
+
+    def _write(engine: Engine) -> None:
+        device = next(network.parameters()).device if network is not None else torch.device("cpu")
+        summary = {**timer.summary(), "iterations_run": engine.state.iteration,
+                   "wall_s": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(device),
+                   "device": str(device), "cpu_bf16_autocast": bool(getattr(network, "cpu_bf16_autocast", False))}
+        write_text_atomic(Path(path), json.dumps(summary, indent=1) + "\n")
+
+    trainer.add_event_handler(Events.COMPLETED, _write)
+    return timer

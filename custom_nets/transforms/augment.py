@@ -30,13 +30,14 @@ class RandAxialRotateTranslated(RandomizableTransform, MapTransform):
         angle_step_deg: rotation angles are multiples of this (paper: 40).
         max_translation_voxels: translations are drawn uniformly in +- this, per axis of ``translation_axes``.
         translation_axes: spatial axes to translate along (default: all three).
-        padding_mode: how voxels moved in from outside are filled (``"border"`` repeats the edge: air for CT,
-            zero for dose and masks at a field-of-view edge).
+        padding_values: per key, the value of voxels moved in from outside the field of view (default 0: no dose,
+            outside every mask; give the CT its air value). Padding never repeats an edge: a possible-dose mask
+            cut by a crop would otherwise be extended into made-up voxels that enter the loss.
     """
 
     def __init__(self, keys: KeysCollection, mode: str | Sequence[str] = "bilinear", prob: float = 0.5,
                  angle_step_deg: float = 40.0, max_translation_voxels: float = 20.0,
-                 translation_axes: Sequence[int] = (0, 1, 2), padding_mode: str = "border",
+                 translation_axes: Sequence[int] = (0, 1, 2), padding_values: Mapping[str, float] | None = None,
                  allow_missing_keys: bool = True) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
@@ -44,7 +45,7 @@ class RandAxialRotateTranslated(RandomizableTransform, MapTransform):
         self.angle_step_deg = float(angle_step_deg)
         self.max_translation_voxels = float(max_translation_voxels)
         self.translation_axes = tuple(translation_axes)
-        self.padding_mode = padding_mode
+        self.padding_values = {str(k): float(v) for k, v in (padding_values or {}).items()}
         self.angle_rad = 0.0
         self.translation = np.zeros(3)
 
@@ -64,7 +65,8 @@ class RandAxialRotateTranslated(RandomizableTransform, MapTransform):
         if not self._do_transform:
             return d
         affine = Affine(rotate_params=(0.0, 0.0, self.angle_rad), translate_params=self.translation.tolist(),
-                        padding_mode=self.padding_mode, image_only=True)
+                        padding_mode="zeros", image_only=True)
         for key, mode in self.key_iterator(d, self.mode):
-            d[key] = affine(d[key], mode=mode)
+            fill = self.padding_values.get(str(key), 0.0)
+            d[key] = affine(d[key] - fill, mode=mode) + fill if fill else affine(d[key], mode=mode)
         return d

@@ -1,0 +1,224 @@
+"""``dosepred experiment cpu-budget``: the cascade paper's experiment on OpenKBP at a CPU budget, in one command.
+
+Every model is a copy of its bundle trained with ``python -m monai.bundle run training`` on the OpenKBP training
+split at the CPU profile (``configs/cpu.json``: 700 iterations, batch 2, 64^3 network input), then evaluated on the
+validation split with the bundle's evaluate config. A run that finished is not repeated; an interrupted one
+resumes from its latest checkpoint. The report (``dosepred report`` tables and figures, plus the budget table:
+seconds per iteration, wall time, peak memory) goes to ``--report``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from custom_nets.io.atomic import write_text_atomic
+from custom_nets.reports import write_report
+from tools.bundles import BUNDLES_DIR
+
+TRAIN = ["configs/train.json", "configs/openkbp.json", "configs/cpu.json"]
+EVALUATE = ["configs/inference.json", "configs/evaluate.json", "configs/openkbp.json", "configs/cpu.json"]
+TTA = "[[],[0],[2],[0,2]]"
+#: The reference C3D implementation under budget v1 (700 iterations, batch 2, 64^3, same widths), as issue 12
+#: reports it on the 33 validation patients: dose score, DVH score (Gy).
+REFERENCE_C3D_VALIDATION = (4.54, 5.12)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained model of the experiment.
+
+    Attributes:
+        name: folder and display name.
+        bundle: the bundle it is a copy of.
+        what: one line for the report.
+        train_args: extra ``monai.bundle`` arguments of training and evaluation (config ids).
+        extra_configs: override files of the bundle, layered after the CPU profile.
+        mask_sources: mask sources it is evaluated with (mask variants).
+        prior: the run whose best weights are this mask cascade's prior.
+        tta: also evaluate with flip test-time augmentation.
+        role: ``recipe`` (choosing the CPU recipe) or ``paper`` (the cascade paper's comparison).
+    """
+
+    name: str
+    bundle: str
+    what: str
+    train_args: tuple[str, ...] = ()
+    extra_configs: tuple[str, ...] = ()
+    mask_sources: tuple[str, ...] = ()
+    prior: str | None = None
+    tta: bool = False
+    role: str = "paper"
+    evaluations: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+
+
+RUNS: tuple[Run, ...] = (
+    Run("cascunet_basic", "cascunet_basic", "basic cascade, possible-dose region at 64^3, bf16", tta=True),
+    Run("basic_whole_volume", "cascunet_basic", "basic cascade, whole 128^3 volume pooled to 64^3 (C3D's input), bf16",
+        ("--region_margin_voxels", "128"), role="recipe"),
+    Run("basic_fp32", "cascunet_basic", "basic cascade, possible-dose region at 64^3, fp32",
+        ("--cpu_bf16", "false"), role="recipe"),
+    Run("cascunet_dm3", "cascunet_dm3", "3 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
+    Run("cascunet_dm5", "cascunet_dm5", "5 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
+    Run("cascunet_dm7", "cascunet_dm7", "7 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
+    Run("cascunet_dm10", "cascunet_dm10", "10 dose masks from the prior", mask_sources=("prior",),
+        prior="cascunet_basic"),
+    Run("cascunet_dm10_oracle", "cascunet_dm10", "10 dose masks, trained on masks from the planned dose",
+        ("--mask_source", "reference"), mask_sources=("reference", "prior"), prior="cascunet_basic"),
+    Run("randose", "randose", "RANDose, learnable region weights"),
+    Run("randose_fixed_weights", "randose", "RANDose, fixed region weights (1, 1)",
+        extra_configs=("configs/loss_fixed_weights.json",)),
+)
+
+
+def _configs(files: list[str], run: Run) -> str:
+    return "[" + ",".join(f"'{f}'" for f in [*files, *run.extra_configs]) + "]"
+
+
+def _run_logged(bundle_dir: Path, args: list[str], log_name: str) -> None:
+    """Run ``python -m monai.bundle ARGS`` in the bundle, appending the command to ``commands.txt`` and its output
+    to ``LOG_NAME``; a failure names the log."""
+    command = [sys.executable, "-m", "monai.bundle", *args]
+    with open(bundle_dir / "commands.txt", "a") as record:
+        record.write(f"cd {bundle_dir} && {shlex.join(['python', *command[1:]])}\n")
+    log = bundle_dir / log_name
+    with open(log, "a") as out:
+        result = subprocess.run(command, cwd=bundle_dir, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:2])} failed in {bundle_dir} (exit {result.returncode}); see {log}")
+
+
+def _train(run: Run, bundle_dir: Path, data: Path, out: Path) -> None:
+    if (bundle_dir / "runs" / "training_summary.json").is_file():
+        return
+    args = ["run", "training", "--config_file", _configs(TRAIN, run), "--dataset_dir", str(data), *run.train_args]
+    if run.prior:
+        args += ["--prior_checkpoint", str(out / run.prior / "models" / "model.pt")]
+    if any((bundle_dir / "models").glob("checkpoint_*.pt")):
+        args += ["--resume", "true"]
+    print(f"[{time.strftime('%H:%M:%S')}] training {run.name}: log {bundle_dir / 'train.log'}", flush=True)
+    _run_logged(bundle_dir, args, "train.log")
+
+
+def _evaluate(run: Run, bundle_dir: Path, data: Path) -> dict[str, Path]:
+    """Evaluate on the validation split once per mask source (and with flip TTA); returns label -> folder."""
+    variants = [(f"masks-{s}", ["--mask_source", s]) for s in run.mask_sources] or [("", [])]
+    if run.tta:
+        variants += [(f"{label}tta" if not label else f"{label}_tta", [*a, "--tta_flip_axes", TTA])
+                     for label, a in list(variants)]
+    folders = {}
+    for label, extra in variants:
+        folder = bundle_dir / "eval" / ("validation" + (f"_{label}" if label else ""))
+        if not (folder / "run_info.json").is_file() or not (folder / "case_summary.csv").is_file():
+            print(f"[{time.strftime('%H:%M:%S')}] evaluating {run.name} {label or ''}", flush=True)
+            args = ["run", "--config_file", _configs(EVALUATE, run), "--dataset_dir", str(data), "--split",
+                    "validation", "--output_dir", str(folder), *run.train_args, *extra]
+            _run_logged(bundle_dir, args, "evaluate.log")
+        folders[label] = folder
+    return folders
+
+
+def _row(run: Run, label: str, folder: Path, bundle_dir: Path) -> dict:
+    info = json.loads((folder / "run_info.json").read_text())
+    summary_file = bundle_dir / "runs" / "training_summary.json"
+    timing = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    source = info.get("mask_source", "none")
+    return {"model": run.name + (f" [{label}]" if label else ""), "what": run.what, "role": run.role,
+            "mask source": source, "dose score (Gy)": info["metrics"]["dose_score_gy"],
+            "DVH score (Gy)": info["metrics"]["dvh_score_gy"], "iterations": timing.get("iterations_run"),
+            "s / iteration": timing.get("s_per_iteration"), "wall (min)": (timing.get("wall_s") or 0) / 60,
+            "peak memory (GB)": (timing.get("peak_memory_mb") or 0) / 1024, "bf16": timing.get("cpu_bf16_autocast"),
+            "folder": str(folder)}
+
+
+def _markdown(rows: list[dict], columns: list[str]) -> str:
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2e}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def cpu_budget(data: str = "data/openkbp", out: str = "runs/cpu-budget", report: str = "docs/results/cpu-budget",
+               only: str | list[str] | tuple[str, ...] | None = None, report_only: bool = False) -> str:
+    """Train and evaluate every model of the CPU-budget experiment (or ONLY, comma-separated names) and write
+    the report into REPORT (``REPORT.md`` beside a folder of tables and figures).
+
+    DATA is the converted OpenKBP dataset (``dosepred openkbp convert``); OUT holds one bundle copy per model.
+    """
+    data_dir, out_dir = Path(data).resolve(), Path(out).resolve()
+    if not (data_dir / "datalist.json").is_file():
+        raise FileNotFoundError(f"{data_dir / 'datalist.json'} does not exist: run dosepred openkbp convert first")
+    names = [n.strip() for n in only.split(",")] if isinstance(only, str) else list(only or [r.name for r in RUNS])
+    unknown = sorted(set(names) - {r.name for r in RUNS})
+    if unknown:
+        raise ValueError(f"--only names unknown runs {unknown}; runs: {[r.name for r in RUNS]}")
+    rows = []
+    for run in RUNS:
+        bundle_dir = out_dir / run.name
+        if run.name in names and not report_only:
+            if run.prior and not (out_dir / run.prior / "models" / "model.pt").is_file():
+                raise FileNotFoundError(f"{run.name} needs its prior, {run.prior}: train it first")
+            if not bundle_dir.exists():
+                import shutil
+
+                shutil.copytree(BUNDLES_DIR / run.bundle, bundle_dir)
+            _train(run, bundle_dir, data_dir, out_dir)
+            _evaluate(run, bundle_dir, data_dir)
+        for label, folder in _existing_evaluations(bundle_dir):
+            rows.append(_row(run, label, folder, bundle_dir))
+    if not rows:
+        raise FileNotFoundError(f"no evaluated run in {out_dir}")
+    return _write(rows, Path(report), data_dir)
+
+
+def _existing_evaluations(bundle_dir: Path) -> list[tuple[str, Path]]:
+    found = []
+    for folder in sorted((bundle_dir / "eval").glob("validation*")):
+        if (folder / "run_info.json").is_file() and (folder / "case_summary.csv").is_file():
+            found.append((folder.name.removeprefix("validation").lstrip("_"), folder))
+    return found
+
+
+def _write(rows: list[dict], report: Path, data_dir: Path) -> str:
+    figures_dir = report
+    paper = [r for r in rows if r["role"] == "paper" and not r["model"].endswith("tta]")]
+    write_report([r["folder"] for r in paper], figures_dir, names=[r["model"] for r in paper], max_case_figures=2,
+                 progress=False)
+    columns = ["model", "what", "mask source", "dose score (Gy)", "DVH score (Gy)", "iterations", "s / iteration",
+               "wall (min)", "peak memory (GB)"]
+    ref_dose, ref_dvh = REFERENCE_C3D_VALIDATION
+    text = [
+        "# The cascade paper's experiment at a CPU budget (OpenKBP)\n",
+        "Regenerate: `dosepred experiment cpu-budget --data data/openkbp --out runs/cpu-budget "
+        f"--report {report}` (after `dosepred openkbp convert`). Finished runs are reused.\n",
+        "Every row: trained on the 169 OpenKBP training patients, scored on the 33 validation patients with the "
+        "official OpenKBP dose and DVH scores (lower is better); budget v1: 700 iterations, batch 2, 64^3 network "
+        "input, cascade widths A [8..128], B [16..256] (RANDose: `dosepred model-size randose --cpu`), each "
+        "model's own optimiser settings, on this machine's 2 CPU cores. The mask source says where a mask "
+        "variant's masks came from: `prior` (the basic cascade's prediction: deployable) or `reference` (the "
+        "planned dose: an oracle).\n",
+        f"The reference C3D implementation under the same budget scores {ref_dose} / {ref_dvh} Gy on these "
+        "validation patients (figure from issue 12, not measured here).\n",
+        "## Models\n", _markdown(rows, columns),
+        "## Choosing the CPU recipe\n",
+        "Rows marked recipe train the basic cascade under the same budget with one thing changed: the input "
+        "region (the possible-dose region versus the whole volume pooled to 64^3, as C3D does) and the "
+        "arithmetic (bf16 autocast versus fp32). `[tta]` rows are the same model with flip test-time "
+        "augmentation.\n",
+        "## Tables and figures\n", "[report.md](cpu-budget/report.md): the cascade paper's tables (DVH metrics, "
+        "paired tests, voxel MAE per structure), isodose Dice, voxel-MAE box plots, training curves.\n",
+    ]
+    markdown = report.with_suffix(".md")
+    write_text_atomic(markdown, "\n".join(text))
+    write_text_atomic(report / "models.json", json.dumps(rows, indent=1) + "\n")
+    print(f"report: {markdown}")
+    return str(markdown)
