@@ -26,7 +26,7 @@ from custom_nets.io.datalist import load_datalist
 from custom_nets.io.atomic import write_text_atomic
 from custom_nets.metrics.case_evaluation import evaluate_case
 from custom_nets.performance.benchmark import benchmark_inference, benchmark_training
-from custom_nets.performance.hardware import cpu_threads, matmul_gflops, select_device
+from custom_nets.performance.hardware import cpu_has_native_bf16, cpu_threads, matmul_gflops, select_device
 from custom_nets.performance.inference import INFERENCE_MODES, prepare_network, time_forward
 from custom_nets.phantoms import make_phantom
 from custom_nets.phantoms.dicom_patient import write_dicom_phantom
@@ -96,7 +96,8 @@ def _time_predict(bundle: Path, config_files: list[str], overrides: dict, size: 
 
 def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: str = "paper", profile: str = "openkbp",
               modes: str | list = ",".join(INFERENCE_MODES), warmup: int = 1, repeats: int = 3,
-              train: str | list = "cpu", train_iterations: int = 3, dataset_dir: str = "data/openkbp",
+              train: str | list = "cpu", train_iterations: int = 3, train_precisions: str | list = "fp32,bf16",
+              dataset_dir: str = "data/openkbp",
               openkbp_mini: str = str(OPENKBP_MINI), evaluation_cases: int = 2, predict: str | list = "eager,frozen",
               overrides=None, device: str | None = None, threads: int | None = None,
               out: str = "runs/benchmark/benchmark.json") -> str:
@@ -108,6 +109,8 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
         train: training profiles to time among "cpu" (configs/cpu.json) and "128" (the paper's 128^3 patches);
             "" for none. Mask variants train with masks from the planned dose (mask_source reference), so no
             trained prior is needed.
+        train_precisions: training arithmetic to time among "fp32" and "bf16" (autocast; timed on CPUs with
+            native bf16 only, where it is the training default).
         dataset_dir: canonical OpenKBP data for training (default data/openkbp; the converted mini patients
             when that is absent).
         openkbp_mini: OpenKBP patients (train-pats/, validation-pats/) to time conversion and evaluation on.
@@ -140,15 +143,20 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
             if not data.is_file():
                 data = mini_datalist
         result["training"] = []
+        precisions = [p for p in as_list(train_precisions) if p == "fp32" or (p == "bf16" and dev.type == "cpu"
+                                                                             and cpu_has_native_bf16())]
         for name in names:
-            mask = {"mask_source": "reference"} if "dm" in name else {}
+            mask_set = json.loads((_bundle_dir(name) / "configs" / "train.json").read_text()).get("dose_mask_set")
+            mask = {"mask_source": "reference"} if mask_set else {}
             for train_profile in as_list(train):
-                copy = Path(shutil.copytree(_bundle_dir(name), work / "train" / train_profile / name))
                 files = profile_configs("train", profile, cpu=train_profile == "cpu")
-                sizes = {} if train_profile == "cpu" else {"patch_size": [128, 128, 128]}
-                row = benchmark_training(copy, files, data.parent, train_iterations,
-                                         {"cache_rate": 0.05, **sizes, **mask, **extra})
-                result["training"].append({"profile": train_profile, **row, **mask})
+                sizes = {} if train_profile == "cpu" else {"patch_size": [128, 128, 128], "network_size": None}
+                for precision in precisions:
+                    copy = Path(shutil.copytree(_bundle_dir(name), work / "train" / train_profile / precision / name))
+                    row = benchmark_training(copy, files, data.parent, train_iterations,
+                                             {"cache_rate": 0.05, **sizes, **mask, **extra,
+                                              "cpu_bf16": precision == "bf16"})
+                    result["training"].append({"profile": train_profile, "precision": precision, **row, **mask})
         if as_list(predict):
             configs = profile_configs("inference", "openkbp", cpu_widths)
             result["predict"] = _time_predict(_bundle_dir(names[0]), configs, extra, size, dev, work, as_list(predict))
@@ -175,10 +183,12 @@ def markdown_summary(result: dict) -> str:
         lines.append(f"| {row['bundle']} | {row['parameters_m']:.2f} | {row['gflop_per_forward']:.1f} | "
                      + " | ".join(cells) + " |")
     if result.get("training"):
-        lines += ["", "| bundle | training profile | patch, batch | s / iteration | data wait |", "| --- " * 5 + "|"]
+        lines += ["", "| bundle | training profile | patch, batch | arithmetic | s / iteration | data wait |",
+                  "| --- " * 6 + "|"]
         for row in result["training"]:
             lines.append(f"| {row['bundle']} | {row['profile']} | {row['patch_size']}, {row['batch_size']} | "
-                         f"{row['s_per_iteration']:.3f} | {100 * row['data_wait_share']:.1f}% |")
+                         f"{row.get('precision', 'fp32')} | {row['s_per_iteration']:.3f} | "
+                         f"{100 * row['data_wait_share']:.1f}% |")
     if "conversion" in result:
         lines += ["", f"OpenKBP conversion: {result['conversion']['s_per_patient']:.2f} s per patient "
                       f"({result['conversion']['patients']} patients); evaluation (all metrics, gamma 3%/2 mm): "

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from custom_nets.io.atomic import write_text_atomic
 from custom_nets.reports import write_report
+from tools.arguments import as_mapping
 from tools.bundles import BUNDLES_DIR
 
 TRAIN = ["configs/train.json", "configs/openkbp.json", "configs/cpu.json"]
@@ -93,10 +94,11 @@ def _run_logged(bundle_dir: Path, args: list[str], log_name: str) -> None:
         raise RuntimeError(f"{' '.join(args[:2])} failed in {bundle_dir} (exit {result.returncode}); see {log}")
 
 
-def _train(run: Run, bundle_dir: Path, data: Path, out: Path) -> None:
+def _train(run: Run, bundle_dir: Path, data: Path, out: Path, common: list[str]) -> None:
     if (bundle_dir / "runs" / "training_summary.json").is_file():
         return
-    args = ["run", "training", "--config_file", _configs(TRAIN, run), "--dataset_dir", str(data), *run.train_args]
+    args = ["run", "training", "--config_file", _configs(TRAIN, run), "--dataset_dir", str(data), *run.train_args,
+            *common]
     if run.prior:
         args += ["--prior_checkpoint", str(out / run.prior / "models" / "model.pt")]
     if any((bundle_dir / "models").glob("checkpoint_*.pt")):
@@ -105,7 +107,7 @@ def _train(run: Run, bundle_dir: Path, data: Path, out: Path) -> None:
     _run_logged(bundle_dir, args, "train.log")
 
 
-def _evaluate(run: Run, bundle_dir: Path, data: Path) -> dict[str, Path]:
+def _evaluate(run: Run, bundle_dir: Path, data: Path, common: list[str]) -> dict[str, Path]:
     """Evaluate on the validation split once per mask source (and with flip TTA); returns label -> folder."""
     variants = [(f"masks-{s}", ["--mask_source", s]) for s in run.mask_sources] or [("", [])]
     if run.tta:
@@ -117,7 +119,7 @@ def _evaluate(run: Run, bundle_dir: Path, data: Path) -> dict[str, Path]:
         if not (folder / "run_info.json").is_file() or not (folder / "case_summary.csv").is_file():
             print(f"[{time.strftime('%H:%M:%S')}] evaluating {run.name} {label or ''}", flush=True)
             args = ["run", "--config_file", _configs(EVALUATE, run), "--dataset_dir", str(data), "--split",
-                    "validation", "--output_dir", str(folder), *run.train_args, *extra]
+                    "validation", "--output_dir", str(folder), *run.train_args, *common, *extra]
             _run_logged(bundle_dir, args, "evaluate.log")
         folders[label] = folder
     return folders
@@ -148,12 +150,17 @@ def _markdown(rows: list[dict], columns: list[str]) -> str:
 
 
 def cpu_budget(data: str = "data/openkbp", out: str = "runs/cpu-budget", report: str = "docs/results/cpu-budget",
-               only: str | list[str] | tuple[str, ...] | None = None, report_only: bool = False) -> str:
+               only: str | list[str] | tuple[str, ...] | None = None, report_only: bool = False,
+               overrides=None) -> str:
     """Train and evaluate every model of the CPU-budget experiment (or ONLY, comma-separated names) and write
     the report into REPORT (``REPORT.md`` beside a folder of tables and figures).
 
     DATA is the converted OpenKBP dataset (``dosepred openkbp convert``); OUT holds one bundle copy per model.
+    REPORT_ONLY rewrites the report from the runs in OUT. OVERRIDES (JSON object of config ids, e.g.
+    '{"max_iterations": 100}') apply to every run; a report made with them is not budget v1.
     """
+    common = [item for key, value in (as_mapping(overrides, "overrides") or {}).items()
+              for item in (f"--{key}", json.dumps(value))]
     data_dir, out_dir = Path(data).resolve(), Path(out).resolve()
     if not (data_dir / "datalist.json").is_file():
         raise FileNotFoundError(f"{data_dir / 'datalist.json'} does not exist: run dosepred openkbp convert first")
@@ -171,13 +178,13 @@ def cpu_budget(data: str = "data/openkbp", out: str = "runs/cpu-budget", report:
                 import shutil
 
                 shutil.copytree(BUNDLES_DIR / run.bundle, bundle_dir)
-            _train(run, bundle_dir, data_dir, out_dir)
-            _evaluate(run, bundle_dir, data_dir)
+            _train(run, bundle_dir, data_dir, out_dir, common)
+            _evaluate(run, bundle_dir, data_dir, common)
         for label, folder in _existing_evaluations(bundle_dir):
             rows.append(_row(run, label, folder, bundle_dir))
     if not rows:
         raise FileNotFoundError(f"no evaluated run in {out_dir}")
-    return _write(rows, Path(report), data_dir)
+    return _write(rows, Path(report), common)
 
 
 def _existing_evaluations(bundle_dir: Path) -> list[tuple[str, Path]]:
@@ -188,7 +195,7 @@ def _existing_evaluations(bundle_dir: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def _write(rows: list[dict], report: Path, data_dir: Path) -> str:
+def _write(rows: list[dict], report: Path, common: list[str]) -> str:
     figures_dir = report
     paper = [r for r in rows if r["role"] == "paper" and not r["model"].endswith("tta]")]
     write_report([r["folder"] for r in paper], figures_dir, names=[r["model"] for r in paper], max_case_figures=2,
@@ -206,6 +213,7 @@ def _write(rows: list[dict], report: Path, data_dir: Path) -> str:
         "model's own optimiser settings, on this machine's 2 CPU cores. The mask source says where a mask "
         "variant's masks came from: `prior` (the basic cascade's prediction: deployable) or `reference` (the "
         "planned dose: an oracle).\n",
+        *([f"**Not budget v1**: every run was made with `{' '.join(common)}`.\n"] if common else []),
         f"The reference C3D implementation under the same budget scores {ref_dose} / {ref_dvh} Gy on these "
         "validation patients (figure from issue 12, not measured here).\n",
         "## Models\n", _markdown(rows, columns),

@@ -1,0 +1,41 @@
+"""``dosepred experiment cpu-budget`` at toy settings: trains, evaluates, reports, and reuses finished runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY
+from tools.experiment import cpu_budget
+
+TINY_IDS = {TINY[i][2:]: json.loads(TINY[i + 1]) for i in range(0, len(TINY), 2)}
+
+
+def test_experiment_trains_evaluates_and_reports_then_reuses_the_runs(openkbp_mini_datalist, tmp_path):
+    out, report = tmp_path / "runs", tmp_path / "results" / "cpu-budget"
+    overrides = json.dumps({**TINY_IDS, "max_iterations": 2, "iterations_per_epoch": 2, "num_workers": 0})
+    markdown = cpu_budget(data=str(openkbp_mini_datalist.parent), out=str(out), report=str(report),
+                          only="cascunet_basic", overrides=overrides)
+    text = (tmp_path / "results" / "cpu-budget.md").read_text()
+    assert markdown.endswith("cpu-budget.md") and "Not budget v1" in text
+    rows = json.loads((report / "models.json").read_text())
+    assert [r["model"] for r in rows] == ["cascunet_basic", "cascunet_basic [tta]"]
+    for row in rows:
+        assert row["dose score (Gy)"] > 0 and row["iterations"] == 2 and row["s / iteration"] > 0
+        assert row["peak memory (GB)"] > 0 and row["mask source"] == "none"
+    assert (report / "report.md").is_file() and (report / "isodose_dice.png").is_file()
+    commands = (out / "cascunet_basic" / "commands.txt").read_text().splitlines()
+    assert len(commands) == 3 and "run training" in commands[0] and "--tta_flip_axes" in commands[2]
+    cpu_budget(data=str(openkbp_mini_datalist.parent), out=str(out), report=str(report), only="cascunet_basic",
+               overrides=overrides)
+    assert (out / "cascunet_basic" / "commands.txt").read_text().splitlines() == commands  # nothing rerun
+
+
+def test_experiment_refuses_unknown_runs_and_a_missing_prior(openkbp_mini_datalist, tmp_path):
+    with pytest.raises(ValueError, match="unknown runs"):
+        cpu_budget(data=str(openkbp_mini_datalist.parent), out=str(tmp_path), only="cascunet_dm4")
+    with pytest.raises(FileNotFoundError, match="needs its prior, cascunet_basic"):
+        cpu_budget(data=str(openkbp_mini_datalist.parent), out=str(tmp_path), only="cascunet_dm3")
+    with pytest.raises(FileNotFoundError, match="openkbp convert"):
+        cpu_budget(data=str(tmp_path / "nothing"), out=str(tmp_path))
