@@ -58,20 +58,22 @@ class Run:
     evaluations: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
 
 
-RUNS: tuple[Run, ...] = (
+RUNS: tuple[Run, ...] = (  # in the order they run: the recipe check first, then the paper's comparison
     Run("cascunet_basic", "cascunet_basic", "basic cascade, possible-dose region at 64^3, bf16", tta=True),
+    Run("basic_no_rotation", "cascunet_basic", "basic cascade, possible-dose region at 64^3, bf16, flips only "
+        "(no rotation or translation)", ("--rotate_translate_prob", "0"), role="recipe"),
     Run("basic_whole_volume", "cascunet_basic", "basic cascade, whole 128^3 volume pooled to 64^3 (C3D's input), bf16",
         ("--region_margin_voxels", "128"), role="recipe"),
+    Run("cascunet_dm10", "cascunet_dm10", "10 dose masks from the prior", mask_sources=("prior",),
+        prior="cascunet_basic"),
+    Run("randose", "randose", "RANDose, learnable region weights"),
     Run("basic_fp32", "cascunet_basic", "basic cascade, possible-dose region at 64^3, fp32",
         ("--cpu_bf16", "false"), role="recipe"),
     Run("cascunet_dm3", "cascunet_dm3", "3 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
     Run("cascunet_dm5", "cascunet_dm5", "5 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
     Run("cascunet_dm7", "cascunet_dm7", "7 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
-    Run("cascunet_dm10", "cascunet_dm10", "10 dose masks from the prior", mask_sources=("prior",),
-        prior="cascunet_basic"),
     Run("cascunet_dm10_oracle", "cascunet_dm10", "10 dose masks, trained on masks from the planned dose",
         ("--mask_source", "reference"), mask_sources=("reference", "prior"), prior="cascunet_basic"),
-    Run("randose", "randose", "RANDose, learnable region weights"),
     Run("randose_fixed_weights", "randose", "RANDose, fixed region weights (1, 1)",
         extra_configs=("configs/loss_fixed_weights.json",)),
 )
@@ -119,10 +121,17 @@ def _evaluate(run: Run, bundle_dir: Path, data: Path, common: list[str]) -> dict
         if not (folder / "run_info.json").is_file() or not (folder / "case_summary.csv").is_file():
             print(f"[{time.strftime('%H:%M:%S')}] evaluating {run.name} {label or ''}", flush=True)
             args = ["run", "--config_file", _configs(EVALUATE, run), "--dataset_dir", str(data), "--split",
-                    "validation", "--output_dir", str(folder), *run.train_args, *common, *extra]
+                    "validation", "--output_dir", str(folder), *_without(run.train_args, extra), *common, *extra]
             _run_logged(bundle_dir, args, "evaluate.log")
         folders[label] = folder
     return folders
+
+
+def _without(args: tuple[str, ...], given: list[str]) -> list[str]:
+    """``args`` (``--key value`` pairs) without the keys that ``given`` sets."""
+    keys = set(given[0::2])
+    pairs = zip(args[0::2], args[1::2])
+    return [item for key, value in pairs if key not in keys for item in (key, value)]
 
 
 def _row(run: Run, label: str, folder: Path, bundle_dir: Path) -> dict:
@@ -133,7 +142,8 @@ def _row(run: Run, label: str, folder: Path, bundle_dir: Path) -> dict:
     return {"model": run.name + (f" [{label}]" if label else ""), "what": run.what, "role": run.role,
             "mask source": source, "dose score (Gy)": info["metrics"]["dose_score_gy"],
             "DVH score (Gy)": info["metrics"]["dvh_score_gy"], "iterations": timing.get("iterations_run"),
-            "s / iteration": timing.get("s_per_iteration"), "wall (min)": (timing.get("wall_s") or 0) / 60,
+            "s / iteration": timing.get("median_s_per_iteration") or timing.get("s_per_iteration"),
+            "wall (min)": (timing.get("wall_s") or 0) / 60,
             "peak memory (GB)": (timing.get("peak_memory_mb") or 0) / 1024, "bf16": timing.get("cpu_bf16_autocast"),
             "folder": str(folder)}
 
@@ -212,7 +222,9 @@ def _write(rows: list[dict], report: Path, common: list[str]) -> str:
         "input, cascade widths A [8..128], B [16..256] (RANDose: `dosepred model-size randose --cpu`), each "
         "model's own optimiser settings, on this machine's 2 CPU cores. The mask source says where a mask "
         "variant's masks came from: `prior` (the basic cascade's prediction: deployable) or `reference` (the "
-        "planned dose: an oracle).\n",
+        "planned dose: an oracle). Seconds per iteration are the median over the run (training steps only); "
+        "wall time includes caching the data and validating every 100 iterations; peak memory is the training "
+        "process's peak resident set.\n",
         *([f"**Not budget v1**: every run was made with `{' '.join(common)}`.\n"] if common else []),
         f"The reference C3D implementation under the same budget scores {ref_dose} / {ref_dvh} Gy on these "
         "validation patients (figure from issue 12, not measured here).\n",

@@ -80,7 +80,7 @@ class DoseMaskCascade(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} channels (masks from the prior) or "
                              f"{self.in_channels + self.n_masks} (masks given), got {x.shape[1]}")
-        if bool(self.prior_untrained):
+        if not self.prior_untrained.is_meta and bool(self.prior_untrained):  # meta: FLOP counting, no values
             raise RuntimeError("this mask cascade's prior was never trained (no prior checkpoint was loaded), so its "
                                "masks would threshold random output: give masks from a planned dose (mask source "
                                "'reference') or train with prior_checkpoint set to a trained basic cascade")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -47,12 +48,15 @@ class IterationTimer:
             self.iteration_s.append(time.perf_counter() - self._iteration_start)
 
     def summary(self) -> dict:
-        """Mean seconds per iteration, mean data wait and its share, over the recorded iterations."""
+        """Mean and median seconds per iteration (the median ignores the odd stall: another process, a paused
+        job), mean data wait and its share, over the recorded iterations."""
         n = len(self.iteration_s)
         if not n:
-            return {"iterations": 0, "s_per_iteration": None, "data_wait_s": None, "data_wait_share": None}
+            return {"iterations": 0, "s_per_iteration": None, "median_s_per_iteration": None, "data_wait_s": None,
+                    "data_wait_share": None}
         total, data = sum(self.iteration_s), sum(self.data_s)
-        return {"iterations": n, "s_per_iteration": total / n, "data_wait_s": data / n, "data_wait_share": data / total}
+        return {"iterations": n, "s_per_iteration": total / n, "median_s_per_iteration": statistics.median(
+            self.iteration_s), "data_wait_s": data / n, "data_wait_share": data / total}
 
 
 def attach_training_summary(trainer: Engine, path: str | Path, network: torch.nn.Module | None = None,
