@@ -14,7 +14,7 @@ def test_quickstart_command_runs_on_the_embedded_phantoms(tmp_path):
     out = tmp_path / "qs"
     result = subprocess.run(
         [sys.executable, "-m", "tools.cli", "quickstart", "--out", str(out), "--n_training", "2", "--n_validation",
-         "1", "--n_test", "1", "--shape", "32", "--iterations", "2"],
+         "1", "--n_test", "1", "--shape", "32", "--network_size", "32", "--iterations", "2"],
         capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1],
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -59,16 +59,17 @@ class Run:
 
 
 RUNS: tuple[Run, ...] = (  # in the order they run: the recipe check first, then the paper's comparison
-    Run("cascunet_basic", "cascunet_basic", "basic cascade, possible-dose region at 64^3, bf16", tta=True),
-    Run("basic_no_rotation", "cascunet_basic", "basic cascade, possible-dose region at 64^3, bf16, flips only "
-        "(no rotation or translation)", ("--rotate_translate_prob", "0"), role="recipe"),
-    Run("basic_whole_volume", "cascunet_basic", "basic cascade, whole 128^3 volume pooled to 64^3 (C3D's input), bf16",
-        ("--region_margin_voxels", "128"), role="recipe"),
+    Run("cascunet_basic", "cascunet_basic", "basic cascade, possible-dose region at 64^3, flips, bf16",
+        ("--rotate_translate_prob", "0"), tta=True),
+    Run("basic_rotation", "cascunet_basic", "as cascunet_basic, plus the paper's rotation (multiples of 40 degrees) "
+        "and translation (up to 10 voxels), probability 0.5", ("--rotate_translate_prob", "0.5"), tta=True,
+        role="recipe"),
+    Run("basic_whole_volume", "cascunet_basic", "as cascunet_basic, input: the whole 128^3 volume pooled to 64^3 "
+        "(C3D's input)", ("--region_margin_voxels", "128"), role="recipe"),
     Run("cascunet_dm10", "cascunet_dm10", "10 dose masks from the prior", mask_sources=("prior",),
         prior="cascunet_basic"),
     Run("randose", "randose", "RANDose, learnable region weights"),
-    Run("basic_fp32", "cascunet_basic", "basic cascade, possible-dose region at 64^3, fp32",
-        ("--cpu_bf16", "false"), role="recipe"),
+    Run("basic_fp32", "cascunet_basic", "as cascunet_basic, in fp32", ("--cpu_bf16", "false"), role="recipe"),
     Run("cascunet_dm3", "cascunet_dm3", "3 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
     Run("cascunet_dm5", "cascunet_dm5", "5 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
     Run("cascunet_dm7", "cascunet_dm7", "7 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),

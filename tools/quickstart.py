@@ -17,8 +17,8 @@ from tools import phantoms
 from tools.bundles import BUNDLES_DIR
 
 
-def run(out: str = "runs/quickstart", n_training: int = 6, n_validation: int = 2, n_test: int = 2,
-        shape: int = 48, network_size: int = 32, iterations: int = 400, learning_rate: float = 1e-3,
+def run(out: str = "runs/quickstart", n_training: int = 30, n_validation: int = 2, n_test: int = 2,
+        shape: int = 48, network_size: int = 48, iterations: int = 300, learning_rate: float = 1e-3,
         seed: int = 0) -> str:
     """Generate lung phantoms, train cascunet_basic for ITERATIONS on CPU, predict and evaluate the test split.
 
@@ -27,6 +27,8 @@ def run(out: str = "runs/quickstart", n_training: int = 6, n_validation: int = 2
     Prints the scores and each test phantom's top-target D95%, and where the report (tables, DVHs, dose
     images, training curves) is; returns its report.md.
     """
+    if network_size % 16 or not 16 <= network_size <= shape:
+        raise ValueError(f"--network_size must be a multiple of 16 between 16 and --shape ({shape}), got {network_size}")
     out_dir = Path(out).resolve()
     datalist = phantoms.generate(out=str(out_dir / "data"), profile="lung", n_training=n_training,
                                  n_validation=n_validation, n_test=n_test, shape=shape, seed=seed, preview=True)
@@ -59,7 +61,8 @@ def run(out: str = "runs/quickstart", n_training: int = 6, n_validation: int = 2
 
 def top_target_coverage(evaluation: str | Path) -> list[dict]:
     """Per case of an evaluation folder, the D95% row of its highest-prescription target."""
-    rows = [r for r in load_evaluation(evaluation).dvh_rows if r["role"] == "target" and r["metric"] == "D95%"]
+    rows = [r for r in load_evaluation(evaluation).dvh_rows
+            if r["role"] == "target" and r["metric"] == "D95%" and r["prescription_gy"] == r["prescription_gy"]]
     top: dict[str, dict] = {}
     for row in rows:
         if row["case_id"] not in top or row["prescription_gy"] > top[row["case_id"]]["prescription_gy"]:
