@@ -69,7 +69,7 @@ def test_inference_writes_physical_dose_and_submission(openkbp_bundles, openkbp_
         submission = read_sparse_dose_csv(out / "submission" / f"{entry['case_id']}.csv")
         np.testing.assert_allclose(submission, dose, rtol=1e-6, atol=1e-6)
         info = json.loads((out / entry["case_id"] / "prediction.json").read_text())
-        assert info["mask_source"] == ("prior" if name in MASK_BUNDLES else "none")
+        assert info["mask_source"] == ("prior" if name in MASK_BUNDLES else "none") and info["model"] == name
 
 
 @pytest.mark.parametrize("name", BUNDLES)

@@ -66,10 +66,10 @@ RUNS: tuple[Run, ...] = (  # in the order they run: the recipe check first, then
         role="recipe"),
     Run("basic_whole_volume", "cascunet_basic", "as cascunet_basic, input: the whole 128^3 volume pooled to 64^3 "
         "(C3D's input)", ("--region_margin_voxels", "128"), role="recipe"),
+    Run("basic_fp32", "cascunet_basic", "as cascunet_basic, in fp32", ("--cpu_bf16", "false"), role="recipe"),
     Run("cascunet_dm10", "cascunet_dm10", "10 dose masks from the prior", mask_sources=("prior",),
         prior="cascunet_basic"),
     Run("randose", "randose", "RANDose, learnable region weights"),
-    Run("basic_fp32", "cascunet_basic", "as cascunet_basic, in fp32", ("--cpu_bf16", "false"), role="recipe"),
     Run("cascunet_dm3", "cascunet_dm3", "3 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
     Run("cascunet_dm5", "cascunet_dm5", "5 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
     Run("cascunet_dm7", "cascunet_dm7", "7 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),

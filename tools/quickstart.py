@@ -36,10 +36,12 @@ def run(out: str = "runs/quickstart", n_training: int = 30, n_validation: int = 
     shutil.rmtree(bundle, ignore_errors=True)
     shutil.copytree(BUNDLES_DIR / "cascunet_basic", bundle)
     configs = bundle / "configs"
-    # the run's settings as an override file of the bundle, so predict and packaging use what it was trained with
+    # the run's settings as an override file of the bundle, so predict and packaging use what it was trained with;
+    # 30 phantoms are few, so the paper's rotation and translation stay on (without them the test PTV65's
+    # predicted D95% was 72.7 Gy against 65 planned; with them 64.4)
     settings = {"network_size": [network_size] * 3, "patch_size": [network_size] * 3, "max_iterations": iterations,
                 "iterations_per_epoch": max(1, iterations // 4), "learning_rate": learning_rate,
-                "max_translation_voxels": network_size / 8}
+                "rotate_translate_prob": 0.5, "max_translation_voxels": network_size / 8}
     write_text_atomic(configs / "quickstart.json", json.dumps(settings, indent=4) + "\n")
     overrides = [str(configs / "cpu.json"), str(configs / "quickstart.json")]
     common = {"bundle_root": str(bundle), "dataset_dir": str(Path(datalist).parent), "logging_file":
