@@ -20,13 +20,14 @@ def test_experiment_trains_evaluates_and_reports_then_reuses_the_runs(openkbp_mi
     text = (tmp_path / "results" / "cpu-budget.md").read_text()
     assert markdown.endswith("cpu-budget.md") and "Not budget v1" in text
     rows = json.loads((report / "models.json").read_text())
-    assert [r["model"] for r in rows] == ["cascunet_basic", "cascunet_basic [tta]"]
+    assert [r["model"] for r in rows] == ["cascunet_basic", "cascunet_basic [no_tta]"]
     for row in rows:
         assert row["dose score (Gy)"] > 0 and row["iterations"] == 2 and row["s / iteration"] > 0
         assert row["peak memory (GB)"] > 0 and row["mask source"] == "none"
     assert (report / "report.md").is_file() and (report / "isodose_dice.png").is_file()
     commands = (out / "cascunet_basic" / "commands.txt").read_text().splitlines()
-    assert len(commands) == 3 and "run training" in commands[0] and "--tta_flip_axes" in commands[2]
+    assert len(commands) == 3 and "run training" in commands[0]
+    assert "[[],[0],[2],[0,2]]" in commands[1] and "--tta_flip_axes '[[]]'" in commands[2]
     cpu_budget(data=str(openkbp_mini_datalist.parent), out=str(out), report=str(report), only="cascunet_basic",
                overrides=overrides)
     assert (out / "cascunet_basic" / "commands.txt").read_text().splitlines() == commands  # nothing rerun
