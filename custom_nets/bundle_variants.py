@@ -108,7 +108,7 @@ RANDOSE = BundleVariant(
     "randose", "RANDose: region-aware attention U-Net (MSCSA, PTV integration, attention fusion)", None,
     with_body=False,
     config_overrides={"train.json": _RANDOSE_TRAINING, "inference.json": _RANDOSE_NETWORK,
-                      "cpu.json": {"widths": [6, 12, 24, 48, 96], "stem_channels": 6}},  # the cascade's CPU FLOPs
+                      "cpu.json": {"widths": [6, 12, 24, 48, 96], "stem_channels": 6}},  # the CPU cascade's FLOPs
     extra_configs={  # Table 2 of the RANDose paper: (a) modules, (b) loss terms; the full model is the default
         "ablation_unet.json": _OFF,
         "ablation_msfe.json": {**_OFF, "use_msfe": True},

@@ -17,8 +17,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 
 BUNDLES = list(VARIANTS)
+# cascade and RANDose widths, a 32^3 network input (unused keys are inert)
 TINY = ["--widths_a", "[2,4,8,16,32]", "--widths_b", "[2,4,8,16,32]", "--widths", "[2,4,8,16,32]",
-        "--stem_channels", "2", "--patch_size", "[32,32,32]", "--network_size", "[32,32,32]"]  # cascade and RANDose widths (unused keys are inert)
+        "--stem_channels", "2", "--patch_size", "[32,32,32]", "--network_size", "[32,32,32]"]
 MASK_BUNDLES = [name for name in BUNDLES if VARIANTS[name].dose_mask_set]
 CONFIGS = {
     "train": "['configs/train.json','configs/openkbp.json','configs/cpu.json']",

@@ -28,7 +28,7 @@ def run(out: str = "runs/quickstart", n_training: int = 30, n_validation: int = 
     images, training curves) is; returns its report.md.
     """
     if network_size % 16 or not 16 <= network_size <= shape:
-        raise ValueError(f"--network_size must be a multiple of 16 between 16 and --shape ({shape}), got {network_size}")
+        raise ValueError(f"--network_size must be a multiple of 16 from 16 to --shape ({shape}), got {network_size}")
     out_dir = Path(out).resolve()
     datalist = phantoms.generate(out=str(out_dir / "data"), profile="lung", n_training=n_training,
                                  n_validation=n_validation, n_test=n_test, shape=shape, seed=seed, preview=True)

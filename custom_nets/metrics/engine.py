@@ -39,7 +39,8 @@ class DoseScoreMetric(CumulativeIterationMetric):
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         dose, mask = y[:, 0:1].float(), y[:, 1:2].float()
-        error = (torch.abs(y_pred[:, 0:1].float().clamp_min(0.0) * mask - dose * mask)).flatten(1).sum(1) / mask.flatten(1).sum(1)
+        predicted = y_pred[:, 0:1].float().clamp_min(0.0)
+        error = (torch.abs(predicted * mask - dose * mask)).flatten(1).sum(1) / mask.flatten(1).sum(1)
         return (error * self.reference_dose_gy).unsqueeze(1)
 
     def aggregate(self) -> torch.Tensor:  # type: ignore[override]

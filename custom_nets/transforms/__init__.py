@@ -6,6 +6,5 @@ from custom_nets.transforms.load import CASE_KEYS, LoadDoseCased
 from custom_nets.transforms.postprocess import PhysicalDosed, SaveDosed
 from custom_nets.transforms.region import ResampleRegiond, RestoreRegiond
 
-__all__ = ["CASE_KEYS", "DoseMasksd", "LoadDoseCased", "MergePTVd", "PhysicalDosed", "RandAxialRotateTranslated", "ResampleRegiond", "RestoreRegiond",
-           "SaveDosed", "ScaleDosed",
-           "dose_masks", "merge_ptv"]
+__all__ = ["CASE_KEYS", "DoseMasksd", "LoadDoseCased", "MergePTVd", "PhysicalDosed", "RandAxialRotateTranslated",
+           "ResampleRegiond", "RestoreRegiond", "SaveDosed", "ScaleDosed", "dose_masks", "merge_ptv"]

@@ -19,7 +19,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-__all__ = ["region_box", "resample_region", "restore_region", "pooled_affine", "ResampleRegiond", "RestoreRegiond", "REGION_MODES"]
+__all__ = ["region_box", "resample_region", "restore_region", "pooled_affine", "ResampleRegiond", "RestoreRegiond",
+           "REGION_MODES"]
 
 #: How a key is pooled into the network grid.
 REGION_MODES = ("mean", "max", "masked_mean")
