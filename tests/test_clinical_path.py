@@ -92,7 +92,8 @@ def test_predict_writes_an_rt_dose_on_the_ct_geometry(openkbp_bundles, dicom_pat
                                     case.shape)
     written = read_rt_dose(rtdose_path).dose_gy
     assert written.max() > 0
-    assert np.abs(written - predicted).max() <= float(ds.DoseGridScaling) / 2 + 1e-6
+    float32_rounding = 2 * np.finfo(np.float32).eps * float(predicted.max())  # the prediction is stored as float32
+    assert np.abs(written - predicted).max() <= float(ds.DoseGridScaling) / 2 + float32_rounding
     assert report["roi_mapping"]["SpinalCord"] == "Cord" and report["roi_mapping"]["RightParotid"] == "Parotid_R"
     assert set(report["timings_s"]) == {"import_s", "inference_s", "export_s"}
 
