@@ -70,7 +70,8 @@ RUNS: tuple[Run, ...] = (  # in the order they run: the recipe check first, then
         role="recipe", note="trained while other jobs shared the two cores, and before the median was recorded: "
         "its seconds per iteration (a mean) and wall time are not comparable with the other rows"),
     Run("basic_whole_volume", "cascunet_basic", "as cascunet_basic, input: the whole 128^3 volume pooled to 64^3 "
-        "(C3D's input)", ("--region_margin_voxels", "128"), role="recipe"),
+        "(C3D's input)", ("--region_margin_voxels", "128"), role="recipe",
+        note="trained while the test suite shared the two cores: its wall time is not comparable"),
     Run("basic_fp32", "cascunet_basic", "as cascunet_basic, in fp32", ("--cpu_bf16", "false"), role="recipe"),
     Run("cascunet_dm10", "cascunet_dm10", "10 dose masks from the prior", mask_sources=("prior",),
         prior="cascunet_basic"),
