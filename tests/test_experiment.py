@@ -40,3 +40,12 @@ def test_experiment_refuses_unknown_runs_and_a_missing_prior(openkbp_mini_datali
         cpu_budget(data=str(openkbp_mini_datalist.parent), out=str(tmp_path), only="cascunet_dm3")
     with pytest.raises(FileNotFoundError, match="openkbp convert"):
         cpu_budget(data=str(tmp_path / "nothing"), out=str(tmp_path))
+
+
+def test_pooling_floor_is_small_and_lower_for_the_region_than_the_whole_volume(openkbp_mini_datalist):
+    from tools.experiment import pooling_floor
+
+    floor = pooling_floor(data=str(openkbp_mini_datalist.parent), split="training", network_size=64)
+    assert 0 < floor["region"] < floor["whole_volume"] < 2.0
+    assert pooling_floor(data=str(openkbp_mini_datalist.parent), split="training", network_size=128)["whole_volume"] \
+        < 1e-5  # no pooling at the full size: the dose comes back exactly

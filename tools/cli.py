@@ -14,6 +14,7 @@
     dosepred predict <DICOM folder> --bundle bundles/cascunet_basic --out runs/predict   # -> RT Dose + DVHs
     dosepred benchmark --bundles cascunet_basic,randose --size 128   # speed table (JSON + Markdown)
     dosepred experiment cpu-budget --data data/openkbp   # the cascade paper's experiment at a CPU budget + report
+    dosepred experiment pooling-floor --data data/openkbp   # the dose score the 64^3 network grid allows at best
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _fire() -> None:
             "dicom": {"phantom": dicom.phantom},
             "predict": dicom.predict,
             "benchmark": benchmark.benchmark,
-            "experiment": {"cpu-budget": experiment.cpu_budget},
+            "experiment": {"cpu-budget": experiment.cpu_budget, "pooling-floor": experiment.pooling_floor},
         },
         name="dosepred",
     )

@@ -275,3 +275,33 @@ def _write(rows: list[dict], report: Path, common: list[str]) -> str:
     write_text_atomic(report / "models.json", json.dumps(rows, indent=1) + "\n")
     print(f"report: {markdown}")
     return str(markdown)
+
+
+def pooling_floor(data: str = "data/openkbp", split: str = "validation", network_size: int = 64,
+                  margin_voxels: int = 4) -> dict:
+    """The dose score the network grid allows at best: each planned dose of SPLIT pooled into NETWORK_SIZE^3 as
+    the CPU profile pools it and restored to the patient's grid, scored against itself (Gy), for the
+    possible-dose region (the CPU profile) and for the whole volume (C3D's input)."""
+    import torch
+
+    from custom_nets.profiles import get_profile
+    from custom_nets.transforms import LoadDoseCased
+    from custom_nets.transforms.region import region_box, resample_region, restore_region
+
+    datalist = Path(data) / "datalist.json"
+    entries = load_datalist(datalist, split)
+    load = LoadDoseCased(profile=get_profile(json.loads(datalist.read_text())["profile"]))
+    size = (int(network_size),) * 3
+    errors: dict[str, list[float]] = {"region": [], "whole_volume": []}
+    for entry in entries:
+        case = load(entry)
+        dose, mask = case["dose"].as_tensor(), case["possible_dose_mask"].as_tensor()
+        boxes = {"region": region_box(mask, size, margin_voxels),
+                 "whole_volume": torch.tensor([[0, 0, 0], list(dose.shape[1:])])}
+        for name, box in boxes.items():
+            restored = restore_region(resample_region(dose, box, size, "masked_mean", mask), box, dose.shape[1:])
+            errors[name].append(float((restored - dose).abs()[mask > 0].mean()))
+    result = {name: sum(v) / len(v) for name, v in errors.items()}
+    print(f"{split} ({len(entries)} cases), {network_size}^3: dose score of the pooled and restored planned dose "
+          + ", ".join(f"{k} {v:.3f} Gy" for k, v in result.items()))
+    return result
