@@ -77,9 +77,15 @@ def _checkpointed(forward):
     return run
 
 
-def use_cpu_bf16(device: str | torch.device, enabled: bool | None = None) -> bool:
-    """Whether training on ``device`` runs in bf16 autocast: by default on CPUs with native bf16 only (CUDA has
-    MONAI's own fp16 AMP; elsewhere bf16 is emulated and slower). ``enabled=True`` on another device is an error."""
+def use_cpu_bf16(device: str | torch.device, enabled: bool | str | None = None) -> bool:
+    """Whether training on ``device`` runs in bf16 autocast: by default (None, "auto") on CPUs with native bf16
+    only (CUDA has MONAI's own fp16 AMP; elsewhere bf16 is emulated and slower). Command lines hand over strings
+    ("true", "false"), which are read as such; ``True`` on another device is an error."""
+    if isinstance(enabled, str):
+        words = {"true": True, "false": False, "none": None, "null": None, "auto": None}
+        if enabled.strip().lower() not in words:
+            raise ValueError(f"cpu_bf16 must be true, false or auto (null), got {enabled!r}")
+        enabled = words[enabled.strip().lower()]
     on_cpu = torch.device(device).type == "cpu"
     if enabled is None:
         return on_cpu and cpu_has_native_bf16()
@@ -112,7 +118,7 @@ def with_cpu_autocast(network: torch.nn.Module, enabled: bool = True) -> torch.n
 
 def prepare_training_network(network: torch.nn.Module, device: str | torch.device,
                              gradient_checkpointing: bool = False, channels_last: bool = False,
-                             cpu_bf16: bool | None = None) -> torch.nn.Module:
+                             cpu_bf16: bool | str | None = None) -> torch.nn.Module:
     """The training configs' network: optional gradient checkpointing, bf16 autocast on CPUs with native bf16
     (``cpu_bf16`` None: where supported), moved to ``device`` (channels-last 3D layout if asked)."""
     network = with_gradient_checkpointing(network, gradient_checkpointing)
