@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from custom_nets.bundle_config import bundle_parser
@@ -59,7 +60,6 @@ class Run:
     without_tta: bool = False
     note: str = ""
     role: str = "paper"
-    evaluations: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
 
 
 RUNS: tuple[Run, ...] = (  # in the order they run: the recipe check first, then the paper's comparison
@@ -215,8 +215,6 @@ def cpu_budget(data: str = "data/openkbp", out: str = "runs/cpu-budget", report:
             if run.prior and not (out_dir / run.prior / "models" / "model.pt").is_file():
                 raise FileNotFoundError(f"{run.name} needs its prior, {run.prior}: train it first")
             if not bundle_dir.exists():
-                import shutil
-
                 shutil.copytree(BUNDLES_DIR / run.bundle, bundle_dir)
             _train(run, bundle_dir, data_dir, out_dir, common)
             _evaluate(run, bundle_dir, data_dir, common)
@@ -236,9 +234,8 @@ def _existing_evaluations(bundle_dir: Path) -> list[tuple[str, Path]]:
 
 
 def _write(rows: list[dict], report: Path, common: list[str]) -> str:
-    figures_dir = report
     paper = [r for r in rows if r["role"] == "paper" and not r["model"].endswith("no_tta]")]
-    write_report([r["folder"] for r in paper], figures_dir, names=[r["model"] for r in paper], max_case_figures=2,
+    write_report([r["folder"] for r in paper], report, names=[r["model"] for r in paper], max_case_figures=2,
                  progress=False)
     columns = ["model", "what", "split", "budget", "mask source", "dose score (Gy)", "DVH score (Gy)",
                "s / iteration", "wall (min)", "peak memory (GB)"]
