@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections import Counter
 import time
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 from tqdm import tqdm
 
+from custom_nets.io.atomic import remove_stale_temporaries, replace_directory
 from custom_nets.io.canonical import read_case
 from custom_nets.io.datalist import SPLITS, write_datalist
 from custom_nets.io.openkbp import convert_openkbp, to_openkbp_grid, write_submission_csv
+from custom_nets.reports.dosimetric_evaluation import read_predicted_dose
 
 
 def _split_of(source: Path) -> str:
@@ -35,17 +37,30 @@ def convert(*sources: str, out: str = "data/openkbp", split: str | None = None) 
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temporaries(out_dir) + remove_stale_temporaries(out_dir / "cases"):
+        print(f"removed {stale}, left by an interrupted run")
     splits: dict[str, list[Path]] = {}
     start = time.perf_counter()
-    for source in map(Path, sources):
-        source_split = split or _split_of(source)
-        with tqdm(desc=f"{source.name} -> {source_split}", unit="patient") as bar:
-            cases = convert_openkbp(source, out_dir / "cases", progress=lambda cid: (bar.set_postfix_str(cid),
-                                                                                       bar.update()))
-        splits.setdefault(source_split, []).extend(cases)
+    # every patient of every source converts into a staging folder first: a bad patient or a damaged
+    # archive leaves OUT as it was
+    with tempfile.TemporaryDirectory(prefix=".convert.", suffix=".tmp", dir=out_dir) as staging:
+        for source in map(Path, sources):
+            source_split = split or _split_of(source)
+            with tqdm(desc=f"{source.name} -> {source_split}", unit="patient") as bar:
+                cases = convert_openkbp(source, Path(staging) / "cases",
+                                        progress=lambda cid: (bar.set_postfix_str(cid), bar.update()))
+            splits.setdefault(source_split, []).extend(out_dir / "cases" / case.name for case in cases)
+        counts = Counter(case.name for cases in splits.values() for case in cases)
+        duplicates = sorted(name for name, n in counts.items() if n > 1)
+        if duplicates:
+            raise ValueError(f"patients {duplicates} appear in more than one source")
+        (out_dir / "cases").mkdir(exist_ok=True)
+        for case in sorted((Path(staging) / "cases").iterdir()):
+            replace_directory(case, out_dir / "cases" / case.name)
     datalist = write_datalist(out_dir / "datalist.json", "openkbp", splits)
-    counts = ", ".join(f"{k}: {len(v)}" for k, v in splits.items())
-    print(f"converted {sum(map(len, splits.values()))} patients ({counts}) in {time.perf_counter() - start:.1f} s")
+    per_split = ", ".join(f"{k}: {len(v)}" for k, v in splits.items())
+    print(f"converted {sum(map(len, splits.values()))} patients ({per_split}) in {time.perf_counter() - start:.1f} s")
     print(f"datalist: {datalist}")
     return str(datalist)
 
@@ -56,10 +71,8 @@ def export(prediction: str, case: str, out: str) -> str:
     CASE is the canonical case folder (its possible-dose mask decides which voxels are written).
     """
     case_data = read_case(case, "openkbp", with_dose=False)
-    image = nib.load(prediction)
-    if image.shape != case_data.shape:
-        raise ValueError(f"{prediction}: shape {image.shape} is not the case's grid {case_data.shape}")
-    dose = to_openkbp_grid(np.asanyarray(image.dataobj).astype(np.float32), image.affine)
+    dose = read_predicted_dose(Path(prediction), case_data.affine, case_data.shape)  # refuses another grid
+    dose = to_openkbp_grid(dose, case_data.affine)
     mask = to_openkbp_grid(case_data.possible_dose_mask, case_data.affine)
     path = write_submission_csv(dose, mask, out)
     print(f"wrote {path}")

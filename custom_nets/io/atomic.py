@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_file", "atomic_directory", "write_text_atomic"]
+__all__ = ["atomic_file", "atomic_directory", "replace_directory", "remove_stale_temporaries", "write_text_atomic"]
 
 
 @contextlib.contextmanager
@@ -51,13 +51,34 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder is meant to be shared
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_directory(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_directory(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move folder ``source`` to ``path`` (same file system), replacing whatever ``path`` held."""
+    source, path = Path(source), Path(path)
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(source, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, path)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the hidden temporaries a killed writer left in ``folder`` (``.name.*.tmp*``, ``.name.old``).
+
+    Call it only where no other writer is at work in ``folder``; returns what was removed.
+    """
+    folder = Path(folder)
+    stale = [p for p in folder.glob(".*") if ".tmp" in p.name or p.name.endswith(".old")] if folder.is_dir() else []
+    for item in stale:
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+    return stale

@@ -50,6 +50,8 @@ PREDICTED_DOSE_FILE = "dose_pred.nii.gz"  # a prediction: <predictions>/<case_id
 POSSIBLE_DOSE_MASK_FILE = "possible_dose_mask.nii.gz"
 STRUCTURE_DIR = "structures"
 _AFFINE_ATOL_MM = 1e-3
+_AIR_PERCENTILE, _AIR_MAX_HU = 1.0, -500.0
+_LOWEST_HU = -4096  # the widest scale in use (-3024 marks voxels outside the reconstruction circle)
 
 
 class CaseError(ValueError):
@@ -123,6 +125,7 @@ def validate_case(case: DoseCase, profile: DatasetProfile | str | None = None, o
         raise CaseError(cid, _file(where, CT_FILE), f"CT must be 3D, got shape {shape}")
     if not np.all(np.isfinite(case.ct_hu)):
         raise CaseError(cid, _file(where, CT_FILE), "CT contains NaN or infinite values")
+    _check_hounsfield(case.ct_hu, cid, _file(where, CT_FILE))
     volumes = {POSSIBLE_DOSE_MASK_FILE: case.possible_dose_mask}
     volumes.update({f"{STRUCTURE_DIR}/{n}.nii.gz": m for n, m in case.structures.items()})
     if case.dose_gy is not None:
@@ -158,6 +161,18 @@ def validate_case(case: DoseCase, profile: DatasetProfile | str | None = None, o
         raise CaseError(cid, where, f"prescriptions given for structures that are not contoured targets: {extra}")
     if prof.body is not None and prof.body not in case.structures:
         raise CaseError(cid, _file(where, f"{STRUCTURE_DIR}/{prof.body}.nii.gz"), "the body contour is missing")
+
+
+def _check_hounsfield(ct: np.ndarray, case_id: str, file: Path | str) -> None:
+    """Air (about -1000 HU) surrounds every patient and fills the airways: a CT without it is not in HU."""
+    low = float(np.percentile(ct, _AIR_PERCENTILE))
+    if low > _AIR_MAX_HU:
+        raise CaseError(case_id, file, f"the CT does not look like Hounsfield units: {100 - _AIR_PERCENTILE:g}% of "
+                        f"voxels are above {low:g}, while air is about -1000 HU (stored values without the "
+                        "rescale slope and intercept?)")
+    if float(ct.min()) < _LOWEST_HU:
+        raise CaseError(case_id, file, f"CT values down to {float(ct.min()):g} lie below any Hounsfield scale "
+                        f"({_LOWEST_HU} HU)")
 
 
 def _file(folder: Path | None, name: str) -> Path | str:
@@ -242,6 +257,12 @@ def read_case(case_dir: str | Path, profile: DatasetProfile | str | None = None,
         raise CaseError(case_id, meta_path, f"unsupported format_version {meta.get('format_version')!r}")
     prof = get_profile(profile or meta["profile"])
     ct, affine = _load(case_dir / CT_FILE, case_id, None)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if list(ct.shape) != list(meta.get("shape", ct.shape)) or not np.allclose(
+            spacing, meta.get("spacing_mm", spacing), atol=_AFFINE_ATOL_MM):
+        raise CaseError(case_id, case_dir / CT_FILE, f"grid (shape {list(ct.shape)}, spacing "
+                        f"{np.round(spacing, 4).tolist()} mm) differs from case.json's (shape {meta.get('shape')}, "
+                        f"spacing {meta.get('spacing_mm')} mm)")
     possible = _load(case_dir / POSSIBLE_DOSE_MASK_FILE, case_id, affine)[0]
     structures = {}
     for name in meta["structures"]:

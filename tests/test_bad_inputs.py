@@ -1,0 +1,196 @@
+"""Malformed inputs fed to the command that meets them in real use: each is refused with exit status 2 and a
+message naming the file or option and the problem, and leaves nothing half-written behind."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import shutil
+import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import require_shared
+from tools.cli import main
+
+
+def dosepred(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """Run ``dosepred ARGS`` in this process; returns the exit status and what it printed on stderr."""
+    monkeypatch.setattr(sys, "argv", ["dosepred", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def _patients(tmp_path: Path, edit: Callable[[Path], None] | None, patient: str = "pt_2") -> Path:
+    """``train-pats/`` holding mini pt_1 intact and ``patient`` changed by ``edit``."""
+    source = tmp_path / "train-pats"
+    for case_id in ("pt_1", patient):
+        shutil.copytree(require_shared(f"data/openkbp/mini/train-pats/{case_id}"), source / case_id)
+        for f in (source / case_id).iterdir():
+            f.chmod(0o644)
+    if edit is not None:
+        edit(source / patient)
+    return source
+
+
+def _cut(name: str, fraction: float, at_row: bool) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        data = (folder / name).read_bytes()
+        end = int(len(data) * fraction)
+        if at_row:
+            end = data.rindex(b"\n", 0, end) + 1
+        (folder / name).write_bytes(data[:end])
+    return edit
+
+
+def _zero_dose(folder: Path) -> None:
+    rows = (folder / "dose.csv").read_text().splitlines()
+    (folder / "dose.csv").write_text("\n".join([rows[0]] + [r.split(",")[0] + ",0.0" for r in rows[1:]]) + "\n")
+
+
+def _other_patients_dose(folder: Path) -> None:
+    shutil.copy(folder.parent / "pt_1" / "dose.csv", folder / "dose.csv")
+
+
+OPENKBP_CSVS = [
+    ("ct cut at half, at a row boundary", _cut("ct.csv", 0.5, True), "ct.csv", "truncated"),
+    ("ct cut at 90%, at a row boundary", _cut("ct.csv", 0.9, True), "ct.csv", "truncated"),
+    ("ct cut mid-row", _cut("ct.csv", 0.7, False), "ct.csv", "truncated"),
+    ("dose cut at half, at a row boundary", _cut("dose.csv", 0.5, True), "dose.csv", "truncated"),
+    ("dose cut near its end", _cut("dose.csv", 0.99999, True), "dose.csv", "3 missing"),
+    ("dose cut mid-row", _cut("dose.csv", 0.3, False), "dose.csv", "truncated"),
+    ("mask cut at a row boundary", _cut("possible_dose_mask.csv", 0.6, True), "dose.csv", "outside it"),
+    ("all-zero dose", _zero_dose, "dose.csv", "maximum dose is 0 Gy"),
+    ("another patient's dose", _other_patients_dose, "dose.csv", "another patient"),
+    ("dose value not a number", lambda f: (f / "dose.csv").write_text(",data\n5,abc\n"), "dose.csv",
+     "unreadable row"),
+    ("fractional flat index", lambda f: (f / "ct.csv").write_text(",data\n5.5,100\n"), "ct.csv", "integers"),
+    ("repeated flat index", lambda f: (f / "PTV70.csv").write_text(",data\n5,\n5,\n"), "PTV70.csv", "repeated"),
+    ("negative dose", lambda f: (f / "dose.csv").write_text((f / "dose.csv").read_text().replace(",0.", ",-0.", 1)),
+     "dose.csv", "negative"),
+    ("empty ct file", lambda f: (f / "ct.csv").write_text(""), "ct.csv", "header"),
+    ("binary garbage", lambda f: (f / "possible_dose_mask.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00"),
+     "possible_dose_mask.csv", "header"),
+    ("spacing of two numbers", lambda f: (f / "voxel_dimensions.csv").write_text("3.9\n3.9\n"),
+     "voxel_dimensions.csv", "3 positive"),
+]
+
+
+@pytest.mark.parametrize("edit, file, problem", [case[1:] for case in OPENKBP_CSVS], ids=[c[0] for c in OPENKBP_CSVS])
+def test_openkbp_convert_refuses_a_damaged_patient_and_writes_nothing(tmp_path, monkeypatch, capsys, edit, file,
+                                                                      problem):
+    source = _patients(tmp_path, edit)
+    code, err = dosepred(monkeypatch, capsys, "openkbp", "convert", str(source), "--out", str(tmp_path / "out"))
+    assert code == 2, err
+    assert f"pt_2/{file}" in err and problem in err, err
+    assert not (tmp_path / "out" / "datalist.json").exists() and not list((tmp_path / "out").glob("cases/*"))
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [], "a staging folder was left behind"
+
+
+def _archive(tmp_path: Path) -> Path:
+    archive = tmp_path / "train-pats.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        tar.add(_patients(tmp_path, None), arcname="train-pats")
+    return archive
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_bytes, lambda p: p.write_bytes(b"not an archive\n" * 100),
+                                    lambda p: p.write_bytes(lzma.compress(b"plain text, not a tar"))],
+                         ids=["truncated", "byte-flipped", "not an archive", "xz of no tar"])
+def test_a_damaged_archive_is_named_and_leaves_no_case(tmp_path, monkeypatch, capsys, damage):
+    archive = _archive(tmp_path)
+    damage(archive)
+    code, err = dosepred(monkeypatch, capsys, "openkbp", "convert", str(archive), "--out", str(tmp_path / "out"))
+    assert code == 2 and "train-pats.tar.xz" in err and ("archive" in err or "no OpenKBP patient" in err), err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+def test_conversion_removes_what_a_killed_run_left(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    (out / "cases" / ".pt_1.abc123.tmp").mkdir(parents=True)
+    (out / ".convert.xyz.tmp").mkdir()
+    code, err = dosepred(monkeypatch, capsys, "openkbp", "convert", str(_patients(tmp_path, None)), "--out", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["cases", "datalist.json"]
+    assert sorted(p.name for p in (out / "cases").iterdir()) == ["pt_1", "pt_2"]
+
+
+@pytest.fixture(scope="module")
+def converted_case(tmp_path_factory) -> Path:
+    from tools.openkbp import convert
+
+    out = tmp_path_factory.mktemp("case")
+    source = out / "validation-pats"
+    shutil.copytree(require_shared("data/openkbp/mini/validation-pats/pt_201"), source / "pt_201")
+    convert(str(source), out=str(out / "converted"))
+    return out / "converted" / "cases" / "pt_201"
+
+
+def _edited_case(converted_case: Path, tmp_path: Path, edit: Callable[[Path], None]) -> Path:
+    case = Path(shutil.copytree(converted_case, tmp_path / "pt_201"))
+    edit(case)
+    return case
+
+
+def _resave_all(case: Path, transform: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
+    for path in [*case.glob("*.nii.gz"), *case.glob("structures/*.nii.gz")]:
+        image = nib.load(path)
+        data, affine = transform(np.asanyarray(image.dataobj), image.affine)
+        nib.save(nib.Nifti1Image(data, affine, image.header), path)
+
+
+def _stored_values(case: Path) -> None:
+    image = nib.load(case / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj) + 1024, image.affine, image.header), case / "ct.nii.gz")
+
+
+def _doubled_spacing(case: Path) -> None:
+    scale = np.diag([2.0, 2.0, 2.0, 1.0])
+    _resave_all(case, lambda data, affine: (data, affine @ scale))
+
+
+@pytest.mark.parametrize("edit, file, problem", [
+    (_stored_values, "ct.nii.gz", "Hounsfield"),
+    (_doubled_spacing, "ct.nii.gz", "differs from case.json"),
+], ids=["CT in stored values", "every file claims another spacing"])
+def test_a_canonical_case_that_lies_is_refused_before_prediction(converted_case, tmp_path, monkeypatch, capsys,
+                                                                 edit, file, problem):
+    case = _edited_case(converted_case, tmp_path, edit)
+    dose = tmp_path / "pred.nii.gz"
+    shutil.copy(case / "dose.nii.gz", dose)
+    code, err = dosepred(monkeypatch, capsys, "openkbp", "export", str(dose), str(case), str(tmp_path / "pt_201.csv"))
+    assert code == 2 and file in err and problem in err, err
+    assert not (tmp_path / "pt_201.csv").exists()
+
+
+def test_export_refuses_a_prediction_on_another_grid_of_the_same_shape(converted_case, tmp_path, monkeypatch,
+                                                                       capsys):
+    image = nib.load(converted_case / "dose.nii.gz")
+    flipped = image.affine @ np.diag([-1.0, 1.0, 1.0, 1.0])  # the same array mirrored about the first voxel
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), flipped), tmp_path / "pred.nii.gz")
+    code, err = dosepred(monkeypatch, capsys, "openkbp", "export", str(tmp_path / "pred.nii.gz"),
+                         str(converted_case), str(tmp_path / "pt_201.csv"))
+    assert code == 2 and "pred.nii.gz" in err and "not on the case's grid" in err, err
+    assert not (tmp_path / "pt_201.csv").exists()
+    case_json = json.loads((converted_case / "case.json").read_text())
+    assert case_json["has_dose"]  # the fixture itself is intact
