@@ -20,7 +20,7 @@ import numpy as np
 from monai.bundle import ConfigWorkflow
 
 from custom_nets.bundle_config import bundle_parser
-from custom_nets.io.atomic import atomic_file, write_text_atomic
+from custom_nets.io.atomic import atomic_directory, atomic_file, write_text_atomic
 from custom_nets.io.canonical import PREDICTED_DOSE_FILE, write_case
 from custom_nets.io.datalist import write_datalist
 from custom_nets.io.dicom.importer import ImportedCase, import_dicom_case
@@ -58,7 +58,7 @@ def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path
                   config_files: Sequence[str] = ("configs/inference.json",), overrides: Mapping | None = None,
                   prescriptions_gy: Mapping[str, float] | None = None, roi_map: Mapping[str, str] | None = None,
                   grid_shape: Sequence[int] = (128, 128, 128), ckpt_path: str | Path | None = None,
-                  dose_bits: int = 16) -> dict:
+                  dose_bits: int = 16, ignore_rois: Sequence[str] = ()) -> dict:
     """Predict the dose of a DICOM-RT patient with a bundle and write it as DICOM, NIfTI and DVH tables.
 
     Args:
@@ -67,7 +67,7 @@ def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path
         out_dir: where the outputs (:data:`OUTPUT_FILES`) and the working case go.
         config_files: the bundle's inference config and overrides (e.g. ``configs/openkbp.json``), relative to it.
         overrides: config ids to override (e.g. network widths of a small model).
-        prescriptions_gy / roi_map: see :func:`import_dicom_case`.
+        prescriptions_gy / roi_map / ignore_rois: see :func:`import_dicom_case`.
         grid_shape: the model grid over the CT's field of view (multiples of 16; the papers use 128^3).
         ckpt_path: weights (default: the bundle's ``models/model.pt``).
         dose_bits: 16 or 32 bits in the RT Dose.
@@ -82,11 +82,26 @@ def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path
     if len(grid_shape) != 3 or any(s < _NETWORK_MULTIPLE or s % _NETWORK_MULTIPLE for s in grid_shape):
         raise ValueError(f"grid_shape must be 3 multiples of {_NETWORK_MULTIPLE} (the networks halve the grid four "
                          f"times), got {grid_shape}")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / OUTPUT_FILES["report"]).is_file():
+        raise ValueError(f"--out {out_dir}: the folder holds other files and no earlier prediction; give a new or "
+                         "empty folder (an earlier prediction's folder is replaced as a whole)")
+    profile_name = str(bundle_parser(bundle, config_files, overrides).get_parsed_content("profile_name"))
+    with atomic_directory(out_dir) as staging:  # never a mix of two runs' outputs, nothing half-written
+        report = _predict_into(staging, dicom_dir, bundle, config_files, overrides, profile_name, prescriptions_gy,
+                               roi_map, grid_shape, dose_bits, ignore_rois)
+        report["outputs"] = {k: str(out_dir / Path(v).name) for k, v in report["outputs"].items()}
+        write_text_atomic(staging / OUTPUT_FILES["report"], json.dumps(report, indent=1, default=str) + "\n")
+    return report
+
+
+def _predict_into(out_dir: Path, dicom_dir: str | Path, bundle: Path, config_files: Sequence[str], overrides: dict,
+                  profile_name: str, prescriptions_gy: Mapping[str, float] | None, roi_map: Mapping[str, str] | None,
+                  grid_shape: tuple[int, ...], dose_bits: int, ignore_rois: Sequence[str]) -> dict:
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    profile_name = str(bundle_parser(bundle, config_files, overrides).get_parsed_content("profile_name"))
     logger.info("importing %s for profile %s on a %s grid", dicom_dir, profile_name, grid_shape)
-    imported = import_dicom_case(dicom_dir, profile_name, prescriptions_gy, roi_map, grid_shape)
+    imported = import_dicom_case(dicom_dir, profile_name, prescriptions_gy, roi_map, grid_shape,
+                                 ignore_rois=ignore_rois)
     work = out_dir / "work"
     case_dir = write_case(imported.case, work / "cases" / imported.case.case_id)
     datalist = write_datalist(work / "datalist.json", profile_name, {"test": [case_dir]})
@@ -106,7 +121,6 @@ def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path
     timings["export_s"] = time.perf_counter() - start
     report.update({"bundle": str(bundle), "config_files": list(config_files), "grid_shape": list(grid_shape),
                    "timings_s": {k: round(v, 3) for k, v in timings.items()}})
-    write_text_atomic(out_dir / OUTPUT_FILES["report"], json.dumps(report, indent=1, default=str) + "\n")
     return report
 
 

@@ -13,6 +13,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from custom_nets.networks import CascadeUNet, DoseMaskCascade
 from custom_nets.performance.hardware import cpu_has_native_bf16
+from custom_nets.options import as_bool, as_optional_bool
 
 __all__ = ["build_dose_network", "lower_is_better", "latest_checkpoint", "attach_checkpoints", "trainable_parameters",
            "with_gradient_checkpointing", "with_cpu_autocast", "use_cpu_bf16", "prepare_training_network"]
@@ -81,11 +82,7 @@ def use_cpu_bf16(device: str | torch.device, enabled: bool | str | None = None) 
     """Whether training on ``device`` runs in bf16 autocast: by default (None, "auto") on CPUs with native bf16
     only (CUDA has MONAI's own fp16 AMP; elsewhere bf16 is emulated and slower). Command lines hand over strings
     ("true", "false"), which are read as such; ``True`` on another device is an error."""
-    if isinstance(enabled, str):
-        words = {"true": True, "false": False, "none": None, "null": None, "auto": None}
-        if enabled.strip().lower() not in words:
-            raise ValueError(f"cpu_bf16 must be true, false or auto (null), got {enabled!r}")
-        enabled = words[enabled.strip().lower()]
+    enabled = as_optional_bool(enabled, "cpu_bf16")
     on_cpu = torch.device(device).type == "cpu"
     if enabled is None:
         return on_cpu and cpu_has_native_bf16()
@@ -121,9 +118,9 @@ def prepare_training_network(network: torch.nn.Module, device: str | torch.devic
                              cpu_bf16: bool | str | None = None) -> torch.nn.Module:
     """The training configs' network: optional gradient checkpointing, bf16 autocast on CPUs with native bf16
     (``cpu_bf16`` None: where supported), moved to ``device`` (channels-last 3D layout if asked)."""
-    network = with_gradient_checkpointing(network, gradient_checkpointing)
+    network = with_gradient_checkpointing(network, as_bool(gradient_checkpointing, "gradient_checkpointing"))
     network = with_cpu_autocast(network, use_cpu_bf16(device, cpu_bf16))
-    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    layout = torch.channels_last_3d if as_bool(channels_last, "channels_last") else torch.contiguous_format
     return network.to(device, memory_format=layout)
 
 
@@ -161,7 +158,7 @@ def attach_checkpoints(trainer, ckpt_dir: str | Path, objects: Mapping[str, obje
     if save:
         CheckpointSaver(save_dir=str(ckpt_dir), save_dict=state, file_prefix="checkpoint", save_interval=every_epochs,
                         epoch_level=True, n_saved=1).attach(trainer)
-    if not resume:
+    if not as_bool(resume, "resume"):
         return None
     checkpoint = latest_checkpoint(ckpt_dir)
     if checkpoint is None:

@@ -194,3 +194,75 @@ def test_export_refuses_a_prediction_on_another_grid_of_the_same_shape(converted
     assert not (tmp_path / "pt_201.csv").exists()
     case_json = json.loads((converted_case / "case.json").read_text())
     assert case_json["has_dose"]  # the fixture itself is intact
+
+
+@pytest.mark.parametrize("args, option, problem", [
+    (["phantoms", "generate", "--out", "OUT", "--seeed", "3"], "--seeed", "no such option"),
+    (["openkbp", "convert", "x.tar.xz", "--outt", "OUT"], "--outt", "no such option"),
+    (["dicom", "phantom", "--out", "OUT", "--plan", "maybe"], "--plan", "expected true or false"),
+    (["phantoms", "generate", "--out", "OUT", "--preview", "nope"], "--preview", "expected true or false"),
+    (["experiment", "cpu-budget", "--out", "OUT", "--report_only", "2"], "--report_only", "expected true or false"),
+], ids=["mistyped flag", "mistyped flag of a subcommand", "--plan maybe", "--preview nope", "--report_only 2"])
+def test_bad_options_are_refused_before_any_work(tmp_path, monkeypatch, capsys, args, option, problem):
+    monkeypatch.chdir(tmp_path)
+    code, err = dosepred(monkeypatch, capsys, *[str(tmp_path / "out") if a == "OUT" else a for a in args])
+    assert code == 2 and option in err and problem in err, err
+    assert list(tmp_path.iterdir()) == [], "work was done before the option was refused"
+
+
+def test_false_means_false_on_every_command_line(tmp_path, monkeypatch, capsys):
+    from custom_nets.options import as_bool, as_optional_bool
+
+    code, err = dosepred(monkeypatch, capsys, "dicom", "phantom", "--out", str(tmp_path / "p"), "--shape", "32,32,16",
+                         "--plan", "false", "--dose", "no")
+    assert code == 0, err
+    assert not list((tmp_path / "p").glob("R[PD].dcm")) and (tmp_path / "p" / "RS.dcm").is_file()
+    assert [as_bool(v, "x") for v in ("false", "False", "no", "0", 0, False)] == [False] * 6
+    assert [as_bool(v, "x") for v in ("true", "YES", "on", "1", 1, True)] == [True] * 6
+    assert [as_optional_bool(v, "x") for v in (None, "null", "auto", "false")] == [None, None, None, False]
+
+
+@pytest.fixture(scope="module")
+def dicom_patient(tmp_path_factory) -> Path:
+    from tools.dicom import phantom
+
+    return Path(phantom(out=str(tmp_path_factory.mktemp("dicom") / "patient"), shape=(32, 32, 24)))
+
+
+def _ct_files_by_z(folder: Path) -> list[Path]:
+    import pydicom
+
+    return sorted(folder.glob("CT.*.dcm"), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+
+
+def _garbage_slice(folder: Path) -> None:
+    _ct_files_by_z(folder)[-1].write_bytes(b"\x00garbage" * 1000)
+
+
+def _truncated_slice(folder: Path) -> None:
+    last = _ct_files_by_z(folder)[0]
+    last.write_bytes(last.read_bytes()[:-300])
+
+
+@pytest.mark.parametrize("edit, file, problem", [
+    (lambda f: _ct_files_by_z(f)[-1].unlink(), "RS.dcm", "beyond the CT's slices"),
+    (lambda f: _ct_files_by_z(f)[0].unlink(), "RS.dcm", "beyond the CT's slices"),
+    (_garbage_slice, "CT.", "not a readable DICOM file"),
+    (_truncated_slice, "CT.", "pixel data"),
+], ids=["last CT slice missing", "first CT slice missing", "a CT file replaced by garbage", "a truncated CT slice"])
+def test_predict_refuses_a_damaged_patient_before_inference(dicom_patient, tmp_path, monkeypatch, capsys, edit, file,
+                                                             problem):
+    patient = Path(shutil.copytree(dicom_patient, tmp_path / "patient"))
+    edit(patient)
+    code, err = dosepred(monkeypatch, capsys, "predict", str(patient), "--out", str(tmp_path / "out"),
+                         "--grid_shape", "32,32,32")
+    assert code == 2 and file in err and problem in err, err
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["patient"]
+
+
+def test_predict_refuses_a_folder_of_other_files(dicom_patient, tmp_path, monkeypatch, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    code, err = dosepred(monkeypatch, capsys, "predict", str(dicom_patient), "--out", str(tmp_path / "out"))
+    assert code == 2 and "--out" in err and "other files" in err, err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]

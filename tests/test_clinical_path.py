@@ -136,6 +136,13 @@ def test_predict_runs_both_stages_of_a_mask_variant_without_a_plan(openkbp_bundl
     assert _run_dciodvfy(rtdose_path) == []
     assert {r["dose"] for r in read_csv(out / "dvh_metrics.csv")} == {"predicted"}
 
+    # predicting again into that folder, now with the patient's plan, replaces the earlier run as a whole
+    predict(str(dicom_patient), bundle=str(openkbp_bundles / "cascunet_dm3"), out=str(out), configs=OPENKBP_CONFIGS,
+            grid_shape=(32, 32, 32), overrides=TINY_IDS)
+    assert not (out / "RP_prescription.dcm").exists()
+    report = json.loads((out / "predict_report.json").read_text())
+    assert "rtplan" not in report["outputs"] and report["plan"].endswith(DICOM_FILES["RTPLAN"])
+
 
 def test_predict_refuses_a_grid_the_networks_cannot_take(openkbp_bundles, dicom_patient, tmp_path):
     with pytest.raises(ValueError, match="multiples of 16"):

@@ -263,7 +263,18 @@ def test_missing_prescriptions_and_unknown_rois_get_clear_errors(patient):
     with pytest.raises(ValueError, match="not in the structure set"):
         import_dicom_case(patient, "lung", prescriptions_gy={"PTV_boost": 60.0})
     with pytest.raises(ValueError, match="not an OAR or body"):
-        import_dicom_case(patient, "lung", prescriptions_gy={"PTV60": 60.0}, roi_map={"Heart": "Liver"})
+        import_dicom_case(patient, "lung", prescriptions_gy={"PTV60": 60.0, "PTV45": 45.0},
+                          roi_map={"Heart": "Liver"})
+
+
+def test_a_contoured_ptv_left_without_prescription_is_refused_unless_ignored_on_purpose(patient):
+    (patient / DICOM_FILES["RTPLAN"]).unlink()
+    with pytest.raises(ValueError, match=r"PTV ROIs without a prescription: \['PTV45'\]"):
+        import_dicom_case(patient, "lung", prescriptions_gy={"PTV60": 60.0})
+    with pytest.raises(ValueError, match="--ignore_rois names ROIs that are not in"):
+        import_dicom_case(patient, "lung", prescriptions_gy={"PTV60": 60.0}, ignore_rois=["PTV_eval"])
+    imported = import_dicom_case(patient, "lung", prescriptions_gy={"PTV60": 60.0}, ignore_rois=["PTV45"])
+    assert set(imported.case.prescriptions_gy) == {"PTV60"}
 
 
 def test_an_off_level_prescription_is_filed_with_a_warning_keeping_its_dose(patient):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from custom_nets.bundle_packaging import package_bundle
 from custom_nets.bundle_variants import VARIANTS, render_bundle
+from custom_nets.options import as_bool
 from tools.arguments import as_list, as_mapping
 
 BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
@@ -28,7 +29,7 @@ def package(bundle: str, out: str = "dist", configs: str | list = "", weights: s
         weights_url: where OUT/assets will be published (large_files.yml urls); default their file:// location.
     """
     packaged = package_bundle(bundle, out, weights, as_list(configs), as_mapping(overrides, "overrides"), weights_url,
-                              torchscript)
+                              as_bool(torchscript, "torchscript"))
     for entry in packaged.large_files:
         print(f"{entry['path']}: {entry['url']} sha256 {entry['hash_val']}")
     return str(packaged.archive)

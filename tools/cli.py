@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import fire
@@ -26,31 +27,51 @@ import fire
 from tools import benchmark, bundles, dicom, experiment, model_size, openkbp, phantoms, quickstart, report
 
 
+COMMANDS = {
+    "quickstart": quickstart.run,
+    "phantoms": {"generate": phantoms.generate, "previews": phantoms.previews},
+    "openkbp": {"convert": openkbp.convert, "export": openkbp.export},
+    "bundles": {"sync": bundles.sync, "package": bundles.package},
+    "evaluate": report.evaluate,
+    "report": report.report,
+    "model-size": model_size.model_size,
+    "dicom": {"phantom": dicom.phantom},
+    "predict": dicom.predict,
+    "benchmark": benchmark.benchmark,
+    "experiment": {"cpu-budget": experiment.cpu_budget, "pooling-floor": experiment.pooling_floor},
+}
+
+
 def main() -> None:
     try:
-        _fire()
+        check_flags(sys.argv[1:])
+        fire.Fire(COMMANDS, name="dosepred")
     except (ValueError, FileNotFoundError, KeyError) as err:  # bad input: say what, without a traceback
         print(f"dosepred: error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
-def _fire() -> None:
-    fire.Fire(
-        {
-            "quickstart": quickstart.run,
-            "phantoms": {"generate": phantoms.generate, "previews": phantoms.previews},
-            "openkbp": {"convert": openkbp.convert, "export": openkbp.export},
-            "bundles": {"sync": bundles.sync, "package": bundles.package},
-            "evaluate": report.evaluate,
-            "report": report.report,
-            "model-size": model_size.model_size,
-            "dicom": {"phantom": dicom.phantom},
-            "predict": dicom.predict,
-            "benchmark": benchmark.benchmark,
-            "experiment": {"cpu-budget": experiment.cpu_budget, "pooling-floor": experiment.pooling_floor},
-        },
-        name="dosepred",
-    )
+def check_flags(argv: list[str]) -> None:
+    """Refuse a flag the command does not take before any work starts (fire would run the command first and
+    complain about the leftover flag afterwards)."""
+    command, words = COMMANDS, list(argv)
+    while isinstance(command, dict) and words and words[0] in command:
+        command = command[words.pop(0)]
+    if isinstance(command, dict) or any(w in ("--help", "-h") for w in words):
+        return
+    parameters = inspect.signature(command).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    names = {name.replace("_", "-") for name, parameter in parameters.items()
+             if parameter.kind is not inspect.Parameter.VAR_POSITIONAL}
+    for word in words:
+        if word == "--":
+            return
+        if word.startswith("--"):
+            flag = word[2:].split("=", 1)[0].replace("_", "-")
+            if flag not in names and not (flag.startswith("no") and flag[2:] in names):
+                raise ValueError(f"--{flag}: no such option of this command; it takes "
+                                 f"{', '.join('--' + n for n in sorted(names))}")
 
 
 if __name__ == "__main__":

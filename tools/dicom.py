@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from custom_nets.options import as_bool
 from custom_nets.phantoms import make_phantom
 from custom_nets.phantoms.dicom_patient import write_dicom_phantom
 from custom_nets.predict import predict_dicom
@@ -13,7 +14,7 @@ from tools.bundles import BUNDLES_DIR
 
 def predict(dicom_dir: str, bundle: str = str(BUNDLES_DIR / "cascunet_basic"), out: str = "runs/predict",
             configs: str | list = "", prescriptions=None, roi_map=None, grid_shape=(128, 128, 128),
-            ckpt_path: str | None = None, bits: int = 16, overrides=None) -> str:
+            ckpt_path: str | None = None, bits: int = 16, overrides=None, ignore_rois=None) -> str:
     """Predict the dose of the DICOM-RT patient in DICOM_DIR (CT + RTSTRUCT [+ RTPLAN]) with BUNDLE, on CPU or GPU.
 
     Writes OUT/RD_predicted.dcm (RT Dose on the CT grid), dose_predicted.nii.gz, dvh_metrics.csv, dvh.csv, dvh.png
@@ -23,6 +24,8 @@ def predict(dicom_dir: str, bundle: str = str(BUNDLES_DIR / "cascunet_basic"), o
         configs: the bundle's override configs after inference.json, e.g. "configs/openkbp.json,configs/cpu.json".
         prescriptions: target ROI -> Gy, e.g. '{"PTV_High": 60, "PTV_Low": 50}' (default: the RTPLAN's).
         roi_map: ROI -> profile structure for names the synonyms miss, e.g. '{"Coeur": "Heart"}'.
+        ignore_rois: PTV ROIs left out of the input on purpose, e.g. "PTV_eval,zPTV_ring" (every other PTV needs a
+            prescription).
         grid_shape: the model grid over the CT's field of view (multiples of 16).
         overrides: other bundle config ids as JSON, e.g. '{"widths_a": [8,16,32,64,128]}'.
     """
@@ -31,7 +34,7 @@ def predict(dicom_dir: str, bundle: str = str(BUNDLES_DIR / "cascunet_basic"), o
                            overrides=as_mapping(overrides, "overrides"),
                            prescriptions_gy=as_mapping(prescriptions, "prescriptions"),
                            roi_map=as_mapping(roi_map, "roi_map"), grid_shape=grid_shape, ckpt_path=ckpt_path,
-                           dose_bits=bits)
+                           dose_bits=bits, ignore_rois=as_list(ignore_rois))
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     print(f"RT Dose: {report['outputs']['rtdose']} (max {report['max_dose_gy']:.2f} Gy); "
@@ -42,5 +45,6 @@ def predict(dicom_dir: str, bundle: str = str(BUNDLES_DIR / "cascunet_basic"), o
 def phantom(out: str = "data/dicom_phantom", profile: str = "lung", seed: int = 0, shape=(64, 64, 64),
             bits: int = 16, plan: bool = True, dose: bool = True) -> str:
     """Write a synthetic DICOM-RT patient (CT series, RTSTRUCT, RTPLAN, RTDOSE) from the phantom generator."""
+    with_plan, with_dose = as_bool(plan, "plan"), as_bool(dose, "dose")
     case = make_phantom(profile, seed, tuple(int(s) for s in shape), case_id=f"dicom_phantom_{profile}_{seed}")
-    return str(write_dicom_phantom(case, out, dose_bits=bits, with_plan=plan, with_dose=dose))
+    return str(write_dicom_phantom(case, out, dose_bits=bits, with_plan=with_plan, with_dose=with_dose))

@@ -21,6 +21,7 @@ from pathlib import Path
 from custom_nets.bundle_config import bundle_parser
 from custom_nets.io.atomic import write_text_atomic
 from custom_nets.io.datalist import load_datalist
+from custom_nets.options import as_bool
 from custom_nets.reports import write_report
 from tools.arguments import as_mapping
 from tools.bundles import BUNDLES_DIR
@@ -201,6 +202,7 @@ def cpu_budget(data: str = "data/openkbp", out: str = "runs/cpu-budget", report:
     """
     common = [item for key, value in (as_mapping(overrides, "overrides") or {}).items()
               for item in (f"--{key}", json.dumps(value))]
+    report_only = as_bool(report_only, "report_only")
     data_dir, out_dir = Path(data).resolve(), Path(out).resolve()
     if not (data_dir / "datalist.json").is_file():
         raise FileNotFoundError(f"{data_dir / 'datalist.json'} does not exist: run dosepred openkbp convert first")

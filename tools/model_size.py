@@ -6,6 +6,7 @@ from pathlib import Path
 
 from custom_nets.bundle_config import bundle_parser, profile_configs
 from custom_nets.networks.complexity import forward_flops, parameter_counts
+from custom_nets.options import as_bool
 from tools.bundles import BUNDLES_DIR
 
 
@@ -13,6 +14,7 @@ def model_size(bundle: str = "randose", size: int = 128, profile: str = "openkbp
     """Build BUNDLE's network from its inference config (PROFILE: lung or openkbp; CPU: the cpu.json widths)
     and print its parameter count and the FLOPs of one forward pass on a SIZE^3 input."""
     root = Path(bundle) if Path(bundle).is_dir() else BUNDLES_DIR / bundle
+    cpu = as_bool(cpu, "cpu")
     parser = bundle_parser(root, profile_configs("inference", profile, cpu))
     network = parser.get_parsed_content("network_def")
     in_channels = parser.get_parsed_content("in_channels")

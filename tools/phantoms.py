@@ -8,6 +8,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from custom_nets.io.datalist import load_datalist
+from custom_nets.options import as_bool
 from custom_nets.phantoms import generate_phantom_dataset
 
 
@@ -27,13 +28,14 @@ def generate(out: str = "data/phantoms", profile: str = "lung", n_training: int 
 
     Example: dosepred phantoms generate --profile lung --out data/phantoms --shape 64
     """
+    with_previews = as_bool(preview, "preview")
     total = n_training + n_validation + n_test
     start = time.perf_counter()
     with tqdm(total=total, desc=f"{profile} phantoms", unit="case") as bar:
         datalist = generate_phantom_dataset(out, profile, n_training, n_validation, n_test, _shape(shape), seed,
                                             progress=lambda cid: (bar.set_postfix_str(cid), bar.update()))
     print(f"{total} {profile} phantoms in {time.perf_counter() - start:.1f} s; datalist: {datalist}")
-    if preview:
+    if with_previews:
         pictures = previews(str(datalist))
         print(f"previews: {Path(pictures[0]).parent}")
     return str(datalist)

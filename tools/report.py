@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from custom_nets.options import as_optional_bool
 from custom_nets.reports import evaluate_predictions, write_report
 
 
@@ -15,7 +16,7 @@ def evaluate(datalist: str, predictions: str, out: str, split: str = "validation
     Gamma criteria not given keep custom_nets.metrics.case_evaluation.DEFAULT_GAMMA (3%/2 mm global, 10% cutoff).
     """
     given = {"dose_percent": dose_percent, "distance_mm": distance_mm,
-             "low_dose_cutoff_percent": low_dose_cutoff_percent, "local": local}
+             "low_dose_cutoff_percent": low_dose_cutoff_percent, "local": as_optional_bool(local, "local")}
     gamma = {name: value for name, value in given.items() if value is not None}
     path = evaluate_predictions(datalist, split, predictions, out, gamma=gamma, isodose_step_gy=isodose_step_gy)
     print(f"evaluation: {path.parent}")

@@ -90,7 +90,13 @@ def read_ct_series(files: Sequence[str | Path]) -> CTSeries:
     hu = np.empty((int(first.Columns), int(first.Rows), len(files)), dtype=np.float32)
     for k, (h, f) in enumerate(zip(headers, files)):
         slope, intercept = float(h.get("RescaleSlope", 1) or 1), float(h.get("RescaleIntercept", 0) or 0)
-        hu[:, :, k] = pydicom.dcmread(f).pixel_array.T.astype(np.float32) * slope + intercept
+        try:
+            pixels = pydicom.dcmread(f).pixel_array
+        except Exception as err:  # pydicom raises many types for damaged pixel data
+            raise ValueError(f"{f}: the CT slice's pixel data cannot be read ({err})") from err
+        if pixels.shape != (int(first.Rows), int(first.Columns)):
+            raise ValueError(f"{f}: pixel data of shape {pixels.shape}, the header says {first.Rows}x{first.Columns}")
+        hu[:, :, k] = pixels.T.astype(np.float32) * slope + intercept
     grid = AxialGrid(positions[0], row, col, (float(spacing[1]), float(spacing[0]), step), hu.shape)
     return CTSeries(hu=hu, grid=grid, header=headers[0], sop_instance_uids=[str(h.SOPInstanceUID) for h in headers],
                     files=files)

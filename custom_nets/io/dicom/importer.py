@@ -25,12 +25,13 @@ from custom_nets.io.dicom.resample import resample_to_grid
 from custom_nets.io.dicom.roi_names import body_structure_name, match_roi_names, normalise_roi_name
 from custom_nets.io.dicom.rtdose import RTDose, read_rt_dose
 from custom_nets.io.dicom.rtplan import RTPlan, read_rt_plan
-from custom_nets.io.dicom.rtstruct import StructureSet, rasterise, read_structure_set
+from custom_nets.io.dicom.rtstruct import Roi, StructureSet, rasterise, read_structure_set
 from custom_nets.profiles import DatasetProfile, get_profile
 
 __all__ = ["DicomFolder", "ImportedCase", "scan_dicom_folder", "import_dicom_case"]
 
 logger = logging.getLogger(__name__)
+_PLANE_TOLERANCE_MM = 0.01
 AIR_HU = -1000.0
 
 
@@ -55,7 +56,9 @@ def scan_dicom_folder(folder: str | Path) -> DicomFolder:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SeriesInstanceUID"])
-        except (InvalidDicomError, OSError):
+        except (InvalidDicomError, OSError) as err:
+            if path.suffix.lower() == ".dcm":  # meant to be DICOM: a damaged slice must not silently go missing
+                raise ValueError(f"{path}: not a readable DICOM file ({err}); repair or remove it") from err
             found.skipped.append(f"{path}: not a DICOM file")
             continue
         modality = str(ds.get("Modality", ""))
@@ -174,7 +177,7 @@ def _target_names(prescriptions: Mapping[str, float], profile: DatasetProfile, r
 
 def import_dicom_case(folder: str | Path, profile: str | DatasetProfile, prescriptions_gy: Mapping[str, float] | None = None,
                       roi_map: Mapping[str, str] | None = None, grid_shape: Sequence[int] | None = None,
-                      case_id: str | None = None) -> ImportedCase:
+                      case_id: str | None = None, ignore_rois: Sequence[str] = ()) -> ImportedCase:
     """Read a DICOM-RT patient folder into a canonical case of ``profile`` on the model grid.
 
     Args:
@@ -185,6 +188,7 @@ def import_dicom_case(folder: str | Path, profile: str | DatasetProfile, prescri
         roi_map: ROI name -> profile structure, for names the synonyms do not know.
         grid_shape: the model grid (X, Y, Z) over the CT's field of view; the CT grid when ``None``.
         case_id: the case's name; the CT's PatientID by default.
+        ignore_rois: PTV ROIs to leave out of the input on purpose (every other contoured PTV needs a prescription).
     """
     prof = get_profile(profile)
     found = scan_dicom_folder(folder)
@@ -218,6 +222,7 @@ def import_dicom_case(folder: str | Path, profile: str | DatasetProfile, prescri
     bad = {r: d for r, d in prescriptions.items() if not (np.isfinite(d) and d > 0)}
     if bad:
         raise ValueError(f"{folder}: prescriptions must be positive doses in Gy, got {bad}")
+    _check_every_ptv_prescribed(structures, prescriptions, ignore_rois)
     targets = _target_names(prescriptions, prof, report)
 
     rois = {r.name: r for r in structures.rois}
@@ -233,6 +238,8 @@ def import_dicom_case(folder: str | Path, profile: str | DatasetProfile, prescri
     report["prescriptions_gy"] = {targets[r]: d for r, d in prescriptions.items()}
     report["unmatched_rois"] = [n for n in rois if n not in targets and n not in oar_rois.values()]
 
+    for roi_name in report["roi_mapping"].values():
+        _check_within_ct(rois[roi_name], ct, structures.file)
     model_grid = ct.grid if grid_shape is None else ct.grid.resampled(grid_shape)
     masks: dict[str, np.ndarray] = {}
     for structure, roi_name in {**{t: r for r, t in targets.items()}, **oar_rois}.items():
@@ -266,6 +273,36 @@ def import_dicom_case(folder: str | Path, profile: str | DatasetProfile, prescri
     for warning in report["warnings"]:
         logger.warning("%s: %s", folder, warning)
     return imported
+
+
+def _check_every_ptv_prescribed(structures: StructureSet, prescriptions: Mapping[str, float],
+                                ignore_rois: Sequence[str]) -> None:
+    """A contoured PTV without a prescription would silently drop out of the PTV channel."""
+    ignored = {normalise_roi_name(r) for r in ignore_rois}
+    unknown = sorted(ignored - {normalise_roi_name(r.name) for r in structures.rois})
+    if unknown:
+        raise ValueError(f"--ignore_rois names ROIs that are not in {structures.file}: {unknown}")
+    left_out = [r.name for r in structures.rois if r.contours and r.name not in prescriptions
+                and normalise_roi_name(r.name) not in ignored
+                and (r.interpreted_type.upper() == "PTV" or normalise_roi_name(r.name).startswith("ptv"))]
+    if left_out:
+        raise ValueError(f"{structures.file}: PTV ROIs without a prescription: {left_out} (prescribed: "
+                         f"{sorted(prescriptions)}); give their doses with --prescriptions or leave them out on "
+                         "purpose with --ignore_rois")
+
+
+def _check_within_ct(roi: Roi, ct: CTSeries, structure_set_file: Path) -> None:
+    """Contours on planes beyond the CT's slices would be dropped: usually a CT slice missing from the folder."""
+    if not roi.contours:
+        return
+    slices = ct.grid.slice_positions_mm
+    half = abs(ct.grid.spacing_mm[2]) / 2 + _PLANE_TOLERANCE_MM
+    planes = np.unique(np.round([float(np.mean(c @ ct.grid.normal)) for c in roi.contours], 3))
+    outside = planes[(planes < slices.min() - half) | (planes > slices.max() + half)]
+    if outside.size:
+        raise ValueError(f"{structure_set_file}: ROI {roi.name!r} has contours on {outside.size} plane(s) at "
+                         f"{outside[:3].tolist()} mm, beyond the CT's slices ({slices.min():g} to {slices.max():g} "
+                         "mm): is a CT slice missing from the folder?")
 
 
 def _planned_dose(found: DicomFolder, frame: str, report: dict) -> RTDose | None:
