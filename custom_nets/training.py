@@ -124,6 +124,19 @@ def prepare_training_network(network: torch.nn.Module, device: str | torch.devic
     return network.to(device, memory_format=layout)
 
 
+def check_spatial_sizes(network: torch.nn.Module, **sizes: Sequence[int] | None) -> None:
+    """Refuse, naming the option, a spatial size (``patch_size=[...]``, ``network_size=...``; None: not used) that
+    is not three whole multiples of what the network halves to (``network.divisor``, 16 for four poolings)."""
+    divisor = int(getattr(network, "divisor", 1))
+    for option, size in sizes.items():
+        if size is None:
+            continue
+        values = list(size) if isinstance(size, (list, tuple)) else [size]
+        if len(values) != 3 or not all(isinstance(v, int) and v >= divisor and v % divisor == 0 for v in values):
+            raise ValueError(f"--{option}: expected three sizes that are multiples of {divisor} (the network halves "
+                             f"the grid {divisor.bit_length() - 1} times), e.g. [64,64,64]; got {size!r}")
+
+
 def trainable_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:
     """Parameters the optimizer updates (a dose-mask cascade's prior is frozen)."""
     return [p for p in network.parameters() if p.requires_grad]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import lzma
 import shutil
+import subprocess
 import sys
 import tarfile
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import require_shared
+from conftest import REPO_ROOT, TINY, require_shared
 from tools.cli import main
 
 
@@ -266,3 +267,67 @@ def test_predict_refuses_a_folder_of_other_files(dicom_patient, tmp_path, monkey
     code, err = dosepred(monkeypatch, capsys, "predict", str(dicom_patient), "--out", str(tmp_path / "out"))
     assert code == 2 and "--out" in err and "other files" in err, err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
+
+
+def _bundle_run(bundle: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=bundle, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def lung_bundle(tmp_path_factory, lung_phantom_datalist) -> Path:
+    """The basic bundle trained for two iterations on the lung phantoms at the tiny test widths."""
+    bundle = Path(shutil.copytree(REPO_ROOT / "bundles" / "cascunet_basic", tmp_path_factory.mktemp("b") / "basic"))
+    result = _bundle_run(bundle, "training", "--config_file", "configs/train.json", "--dataset_dir",
+                         str(lung_phantom_datalist.parent), *TINY, "--max_iterations", "2", "--iterations_per_epoch",
+                         "2", "--num_workers", "0", "--resume", "false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return bundle
+
+
+@pytest.mark.parametrize("args, option, problem", [
+    (["--patch_size", "[32,32]"], "--patch_size", "expected three sizes"),
+    (["--network_size", "[40,40,40]"], "--network_size", "multiples of 16"),
+    (["--amp", "maybe"], "--amp", "expected true or false"),
+    (["--datalist", "EMPTY"], "datalist.json", "split 'validation' holds no case"),
+], ids=["2D patch", "network size not a multiple of 16", "--amp maybe", "empty validation split"])
+def test_training_refuses_bad_options_before_caching_data(lung_bundle, lung_phantom_datalist, tmp_path, args, option,
+                                                          problem):
+    bundle = Path(shutil.copytree(lung_bundle, tmp_path / "bundle", ignore=shutil.ignore_patterns("models", "runs")))
+    empty = tmp_path / "empty" / "datalist.json"
+    empty.parent.mkdir()
+    doc = json.loads(lung_phantom_datalist.read_text())
+    doc["validation"] = []
+    empty.write_text(json.dumps({**doc, **{s: [{**e, "case": str((lung_phantom_datalist.parent / e["case"]).resolve())}
+                                           for e in doc[s]] for s in ("training", "test")}}))
+    args = [str(empty) if a == "EMPTY" else a for a in args]
+    result = _bundle_run(bundle, "training", "--config_file", "configs/train.json", "--dataset_dir",
+                         str(lung_phantom_datalist.parent), *TINY, "--max_iterations", "2", "--num_workers", "0", *args)
+    assert result.returncode != 0 and option in result.stderr and problem in result.stderr, result.stderr[-3000:]
+    assert not (bundle / "models" / "model.pt").exists()
+
+
+def test_inference_refuses_a_checkpoint_of_other_widths_by_name(lung_bundle, lung_phantom_datalist, tmp_path):
+    widths = ["--widths_a", "[4,8,16,32,64]", "--widths_b", "[4,8,16,32,64]"]
+    result = _bundle_run(lung_bundle, "--config_file", "configs/inference.json", "--dataset_dir",
+                         str(lung_phantom_datalist.parent), *TINY, *widths, "--output_dir", str(tmp_path / "out"))
+    message = next((line for line in result.stderr.splitlines() if line.startswith("ValueError: checkpoint")),
+                   result.stderr[-3000:])
+    assert result.returncode != 0 and "models/model.pt was trained as the basic cascade" in message, message
+    assert "widths A [2, 4, 8, 16, 32]" in message and "this config builds" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_false_means_a_fresh_run(lung_bundle):
+    from custom_nets.training import attach_checkpoints
+
+    class Trainer:  # what attach_checkpoints needs of an engine when it does not resume
+        def add_event_handler(self, *args, **kwargs):
+            pass
+
+        def has_event_handler(self, *args, **kwargs):
+            return False
+
+    assert list((lung_bundle / "models").glob("checkpoint_*.pt")), "the fixture should have left a checkpoint"
+    assert attach_checkpoints(Trainer(), lung_bundle / "models", {}, resume="false", save=False) is None
+    assert attach_checkpoints(Trainer(), lung_bundle / "models", {}, resume="true", save=False) is not None

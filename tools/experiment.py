@@ -148,7 +148,7 @@ def _row(run: Run, label: str, folder: Path, bundle_dir: Path) -> dict:
     summary_file = bundle_dir / "runs" / "training_summary.json"
     timing = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     config = bundle_parser(bundle_dir, [*TRAIN, *run.extra_configs]).config
-    counts = {split: len(load_datalist(info["datalist"], split)) for split in ("training", info["split"])}
+    counts = {split: len(load_datalist(info["datalist"], split, allow_empty=True)) for split in ("training", info["split"])}
     size = "x".join(str(n) for n in config["network_size"]) if config.get("network_size") else "whole volume"
     return {"model": run.name + (f" [{label}]" if label else ""), "what": run.what, "role": run.role,
             "split": f"train {counts['training']} / {info['split']} {counts[info['split']]}",

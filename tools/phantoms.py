@@ -49,7 +49,7 @@ def previews(datalist: str, out: str | None = None) -> list[str]:
     out_dir = Path(out) if out else Path(datalist).parent / "previews"
     written = []
     for split in ("training", "validation", "test"):
-        for entry in load_datalist(datalist, split):
+        for entry in load_datalist(datalist, split, allow_empty=True):
             case = read_case(entry["case"])
             written.append(str(render_case_png(case, out_dir / f"{case.case_id}.png")))
     return written

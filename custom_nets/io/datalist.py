@@ -57,10 +57,11 @@ def write_datalist(path: str | Path, profile: str, splits: dict[str, list[str | 
     return write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
 
 
-def load_datalist(path: str | Path, split: str = "training") -> list[dict]:
+def load_datalist(path: str | Path, split: str = "training", allow_empty: bool = False) -> list[dict]:
     """Entries of one split with ``case`` resolved to an absolute folder path.
 
-    Raises ``ValueError`` naming the datalist when the split is unknown or a case folder is missing.
+    Raises ``ValueError`` naming the datalist when the split is unknown, empty (unless ``allow_empty``; a run
+    over no case would end "successfully" without a result) or a case folder is missing.
     """
     path = Path(path)
     if not path.is_file():
@@ -74,4 +75,6 @@ def load_datalist(path: str | Path, split: str = "training") -> list[dict]:
         if not (case_dir / CASE_JSON).is_file():
             raise ValueError(f"{path}: case {entry.get('case_id')} points to {case_dir}, which is not a case folder")
         entries.append({**entry, "case": str(case_dir), "profile": doc["profile"]})
+    if not entries and not allow_empty:
+        raise ValueError(f"{path}: split {split!r} holds no case")
     return entries

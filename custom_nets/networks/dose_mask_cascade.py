@@ -8,21 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from custom_nets.networks.cascade_unet import CascadeUNet
 from custom_nets.dose_masks import threshold_dose
+from custom_nets.networks.cascade_unet import CascadeUNet
+from custom_nets.networks.checkpoints import check_checkpoint, load_state_dict_file
 
-__all__ = ["DoseMaskCascade", "load_state_dict_file"]
-
-
-def load_state_dict_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """A network state dict from a checkpoint file (a bare state dict, or a MONAI/Ignite ``{"model": ...}``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    return state
+__all__ = ["DoseMaskCascade"]
 
 
 class DoseMaskCascade(nn.Module):
@@ -56,12 +46,13 @@ class DoseMaskCascade(nn.Module):
         self.register_buffer("prior_untrained", torch.tensor(False))
         self.prior.requires_grad_(False)
         self.prior.eval()
+        self.divisor = max(self.prior.divisor, self.refine.divisor)
         if prior_checkpoint:
             self.load_prior(prior_checkpoint)
 
     def load_prior(self, checkpoint: str | Path) -> None:
         """Load the basic cascade's weights into the prior."""
-        self.prior.load_state_dict(load_state_dict_file(checkpoint))
+        self.prior.load_state_dict(load_state_dict_file(check_checkpoint(checkpoint, self.prior)))
         self.prior_untrained.fill_(False)
 
     def mark_prior_untrained(self) -> None:
