@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import random
 import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.utils.checkpoint
 from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.transforms import Compose, Randomizable
 
 from custom_nets.networks import CascadeUNet, DoseMaskCascade
-from custom_nets.performance.hardware import cpu_has_native_bf16
 from custom_nets.options import as_bool, as_optional_bool
+from custom_nets.performance.hardware import cpu_has_native_bf16
 
 __all__ = ["build_dose_network", "lower_is_better", "latest_checkpoint", "attach_checkpoints", "trainable_parameters",
            "with_gradient_checkpointing", "with_cpu_autocast", "use_cpu_bf16", "prepare_training_network"]
@@ -157,17 +160,74 @@ def latest_checkpoint(ckpt_dir: str | Path, prefix: str = "checkpoint") -> Path 
     return max(found)[1] if found else None
 
 
+class ResumeState:
+    """What a training checkpoint holds beyond the network, optimiser and scheduler, so that a killed run resumed
+    from it ends with the weights an uninterrupted run would have: the random-number states (torch, numpy,
+    Python, and every random transform of the training data, which draw in this process when ``num_workers`` is
+    0; workers are re-seeded from torch's state each epoch) and the best validation score with the record of the
+    saver that keeps ``model.pt`` (else the first validation after a resume always counts as a new best).
+
+    Captured when the checkpoint is saved, at the end of an epoch after its validation; restored when the
+    checkpoint is loaded, before the next epoch draws anything.
+    """
+
+    def __init__(self, trainer, evaluator=None, best_saver: CheckpointSaver | None = None):
+        self.trainer, self.evaluator, self.best_saver = trainer, evaluator, best_saver
+
+    def _random_transforms(self) -> list[Randomizable]:
+        transform = getattr(getattr(self.trainer.data_loader, "dataset", None), "transform", None)
+        found = transform.flatten().transforms if isinstance(transform, Compose) else [transform]
+        return [t for t in found if isinstance(t, Randomizable)]
+
+    def state_dict(self) -> dict:
+        state = {"torch": torch.get_rng_state(), "numpy": _to_tensors(np.random.get_state()),
+                 "python": random.getstate(),
+                 "transforms": [_to_tensors(t.R.get_state()) for t in self._random_transforms()]}
+        if self.evaluator is not None:
+            state["best_metric"] = (self.evaluator.state.best_metric, self.evaluator.state.best_metric_epoch)
+        if self.best_saver is not None and self.best_saver._key_metric_checkpoint is not None:
+            state["best_saver"] = self.best_saver._key_metric_checkpoint.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping) -> None:
+        transforms = self._random_transforms()
+        if len(transforms) != len(state["transforms"]):
+            raise ValueError(f"the checkpoint has {len(state['transforms'])} random transforms, this config "
+                             f"{len(transforms)}: resume with the training config the run started with")
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(_from_tensors(state["numpy"]))
+        random.setstate(state["python"])
+        for transform, transform_state in zip(transforms, state["transforms"]):
+            transform.R.set_state(_from_tensors(transform_state))
+        if self.evaluator is not None and "best_metric" in state:
+            self.evaluator.state.best_metric, self.evaluator.state.best_metric_epoch = state["best_metric"]
+        if self.best_saver is not None and "best_saver" in state:
+            self.best_saver.load_state_dict(state["best_saver"])
+
+
+def _to_tensors(numpy_state: tuple) -> tuple:
+    """A numpy random state with its key array as a tensor: checkpoints are read with ``weights_only=True``."""
+    return tuple(torch.from_numpy(v.astype(np.int64)) if isinstance(v, np.ndarray) else v for v in numpy_state)
+
+
+def _from_tensors(state: tuple) -> tuple:
+    return tuple(v.numpy().astype(np.uint32) if isinstance(v, torch.Tensor) else v for v in state)
+
+
 def attach_checkpoints(trainer, ckpt_dir: str | Path, objects: Mapping[str, object], resume: bool = False,
-                       every_epochs: int = 1, save: bool = True) -> Path | None:
+                       every_epochs: int = 1, save: bool = True, evaluator=None,
+                       best_saver: CheckpointSaver | None = None) -> Path | None:
     """Save the full training state every ``every_epochs`` epochs (``checkpoint_*.pt``, newest kept), and with
     ``resume`` restore it from the latest such checkpoint before the first iteration.
 
-    ``objects`` holds the network, optimizer and scheduler; the trainer's own state (iteration, epoch) is added
-    here, since a handler inside the trainer's config cannot refer to the trainer. ``save=False`` (ranks other
-    than 0 in distributed training) only resumes. Returns the checkpoint resumed from, if any; resuming with
-    no checkpoint is an error.
+    ``objects`` holds the network, optimizer and scheduler; the trainer's own state (iteration, epoch) and a
+    :class:`ResumeState` (random numbers; the best score of ``evaluator`` and the record of ``best_saver``, the
+    validation's ``model.pt`` saver) are added here, since a handler inside the trainer's config cannot refer to
+    the trainer. ``save=False`` (ranks other than 0 in distributed training) only resumes. Returns the
+    checkpoint resumed from, if any; resuming with no checkpoint, or with a learning-rate schedule of another
+    length (a changed ``max_iterations``), is an error.
     """
-    state = {**objects, "trainer": trainer}
+    state = {**objects, "trainer": trainer, "resume_state": ResumeState(trainer, evaluator, best_saver)}
     if save:
         CheckpointSaver(save_dir=str(ckpt_dir), save_dict=state, file_prefix="checkpoint", save_interval=every_epochs,
                         epoch_level=True, n_saved=1).attach(trainer)
@@ -176,8 +236,21 @@ def attach_checkpoints(trainer, ckpt_dir: str | Path, objects: Mapping[str, obje
     checkpoint = latest_checkpoint(ckpt_dir)
     if checkpoint is None:
         raise FileNotFoundError(f"resume requested but {ckpt_dir} holds no checkpoint_*.pt")
+    _check_same_schedule(checkpoint, objects.get("lr_scheduler"))
     CheckpointLoader(load_path=str(checkpoint), load_dict=state, map_location="cpu").attach(trainer)
     return checkpoint
+
+
+def _check_same_schedule(checkpoint: Path, scheduler) -> None:
+    if scheduler is None:
+        return
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False).get("lr_scheduler", {})
+    current = scheduler.state_dict()
+    for key in ("T_max", "total_steps"):
+        if key in saved and key in current and saved[key] != current[key]:
+            raise ValueError(f"--max_iterations: the checkpoint {checkpoint} was trained with a schedule of "
+                             f"{saved[key]} iterations, this config sets {current[key]}; resume with the same "
+                             "max_iterations (a longer run is a new run, or fine-tuning from its model.pt)")
 
 
 def log_loss_weights(trainer, loss: torch.nn.Module, log_dir: str | Path, every_iterations: int = 50) -> bool:
