@@ -17,9 +17,9 @@ from pathlib import Path
 from string import Template
 
 from custom_nets import __version__
-from custom_nets.profiles import LUNG, dose_mask_thresholds
+from custom_nets.profiles import LUNG, OPENKBP, DatasetProfile, dose_mask_thresholds
 
-__all__ = ["BundleVariant", "VARIANTS", "render_bundle", "metadata", "SCHEMA_URL"]
+__all__ = ["BundleVariant", "VARIANTS", "render_bundle", "metadata", "profile_metadata", "SCHEMA_URL"]
 
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 BUNDLE_VERSION = "0.1.0"
@@ -70,9 +70,9 @@ class BundleVariant:
     schedule_text: str = CASCADE_SCHEDULE_TEXT
     references: str = CASCADE_REFERENCES
 
-    def input_channel_names(self) -> list[str]:
-        names = LUNG.input_channel_names()  # a mask variant makes its masks inside the network
-        return names if self.with_body else [n for n in names if n != (LUNG.body or "possible_dose_mask")]
+    def input_channel_names(self, profile: DatasetProfile = LUNG) -> list[str]:
+        names = profile.input_channel_names()  # a mask variant makes its masks inside the network
+        return names if self.with_body else [n for n in names if n != (profile.body or "possible_dose_mask")]
 
 
 _RANDOSE_NETWORK: dict[str, object] = {
@@ -159,6 +159,18 @@ def _fractions(variant: BundleVariant) -> tuple[float, ...]:
     return dose_mask_thresholds(variant.dose_mask_set) if variant.dose_mask_set else ()
 
 
+def profile_metadata(variant: BundleVariant, profile: DatasetProfile) -> dict:
+    """``configs/metadata_<profile>.json``: what changes in metadata.json with ``configs/<profile>.json`` (the input
+    channels), in MONAI's ``#`` paths; read after metadata.json, e.g.
+    ``verify_net_in_out --meta_file "['configs/metadata.json','configs/metadata_openkbp.json']"``."""
+    channels = variant.input_channel_names(profile)
+    image, pred = "network_data_format#inputs#image", "network_data_format#outputs#pred"
+    return {f"{image}#num_channels": len(channels),
+            f"{image}#channel_def": {str(i): name for i, name in enumerate(channels)},
+            f"{pred}#channel_def": {"0": f"dose / reference dose ({profile.reference_dose_gy:g} Gy for {profile.name})"},
+            "label_classes": f"dose / reference dose ({profile.reference_dose_gy:g} Gy)"}
+
+
 def metadata(variant: BundleVariant) -> dict:
     """``configs/metadata.json`` of a variant (MONAI meta_schema_20240725), for the default lung profile."""
     channels = variant.input_channel_names()
@@ -166,7 +178,7 @@ def metadata(variant: BundleVariant) -> dict:
     masks = (f" Its {len(fractions)} dose masks (dose >= {', '.join(f'{round(100 * f)}%' for f in fractions)} of "
              "the reference dose) come from a frozen prior (the basic cascade) inside the network, so the input is "
              "the same as the basic bundle's.") if fractions else ""
-    spatial = ["16*n", "16*n", "16*n"]
+    spatial = ["16*(n+1)"] * 3  # the networks halve the grid 4 times; instance norm needs 2^3 at the bottom
     return {
         "schema": SCHEMA_URL,
         "version": BUNDLE_VERSION,
@@ -276,6 +288,8 @@ def render_bundle(variant: BundleVariant | str, template_dir: str | Path, out_di
     for name, config in variant.extra_configs.items():
         (out_dir / "configs" / name).write_text(json.dumps(config, indent=4) + "\n")
     (out_dir / "configs" / "metadata.json").write_text(json.dumps(metadata(variant), indent=4) + "\n")
+    (out_dir / "configs" / "metadata_openkbp.json").write_text(json.dumps(profile_metadata(variant, OPENKBP),
+                                                                          indent=4) + "\n")
     (out_dir / "docs" / "README.md").write_text(_docs(variant, (template_dir / "docs" / "README.md").read_text()))
     shutil.copyfile(template_dir / "docs" / "data_license.txt", out_dir / "docs" / "data_license.txt")
     shutil.copyfile(template_dir / "LICENSE", out_dir / "LICENSE")

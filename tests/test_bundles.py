@@ -30,16 +30,18 @@ def test_committed_bundles_equal_the_rendered_template(tmp_path):
 
 
 @pytest.mark.parametrize("name", BUNDLES)
-def test_verify_metadata_and_net_in_out(name):
+def test_verify_metadata_and_net_in_out_at_their_defaults(name):
+    """MONAI model-zoo CI: n=1, the bundle's own widths; the OpenKBP profile with its metadata override."""
     from monai.bundle import verify_metadata, verify_net_in_out
 
     schema = require_shared("schema/meta_schema_20240725.json")
-    bundle = REPO_ROOT / "bundles" / name
-    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema))
-    verify_net_in_out(net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"),
-                      config_file=str(bundle / "configs" / "inference.json"), n=2,
-                      widths_a=[2, 4, 8, 16, 32], widths_b=[2, 4, 8, 16, 32], widths=[2, 4, 8, 16, 32],
-                      stem_channels=2)
+    configs = REPO_ROOT / "bundles" / name / "configs"
+    verify_metadata(meta_file=str(configs / "metadata.json"), filepath=str(schema))
+    verify_net_in_out(net_id="network_def", meta_file=str(configs / "metadata.json"),
+                      config_file=str(configs / "inference.json"))
+    verify_net_in_out(net_id="network_def", meta_file=[str(configs / "metadata.json"),
+                                                       str(configs / "metadata_openkbp.json")],
+                      config_file=[str(configs / c) for c in ("inference.json", "openkbp.json", "cpu.json")])
 
 
 @pytest.mark.parametrize("name", BUNDLES)
