@@ -49,9 +49,15 @@ def run_bundle_inference(bundle: str | Path, config_files: Sequence[str], overri
                               meta_file=str(bundle / "configs" / "metadata.json"),
                               logging_file=str(bundle / "configs" / "logging.conf"),
                               **{"bundle_root": str(bundle), **overrides})
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    try:
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    except RuntimeError as err:  # MONAI wraps a config expression's error: hand over the clear message inside
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, FileNotFoundError)):
+            raise cause from None
+        raise
 
 
 def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path,
@@ -82,10 +88,18 @@ def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path
     if len(grid_shape) != 3 or any(s < _NETWORK_MULTIPLE or s % _NETWORK_MULTIPLE for s in grid_shape):
         raise ValueError(f"grid_shape must be 3 multiples of {_NETWORK_MULTIPLE} (the networks halve the grid four "
                          f"times), got {grid_shape}")
+    if dose_bits not in (16, 32):
+        raise ValueError(f"--bits: an RT Dose stores 16 or 32 bits, got {dose_bits!r}")
+    if out_dir.is_file():
+        raise ValueError(f"--out {out_dir} is a file; give a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / OUTPUT_FILES["report"]).is_file():
         raise ValueError(f"--out {out_dir}: the folder holds other files and no earlier prediction; give a new or "
                          "empty folder (an earlier prediction's folder is replaced as a whole)")
-    profile_name = str(bundle_parser(bundle, config_files, overrides).get_parsed_content("profile_name"))
+    parser = bundle_parser(bundle, config_files, overrides)
+    profile_name = str(parser.get_parsed_content("profile_name"))
+    weights = Path(str(parser.get_parsed_content("ckpt_path")))
+    if not weights.is_file():
+        raise FileNotFoundError(f"no weights at {weights}: train the bundle first, or give --ckpt_path")
     with atomic_directory(out_dir) as staging:  # never a mix of two runs' outputs, nothing half-written
         report = _predict_into(staging, dicom_dir, bundle, config_files, overrides, profile_name, prescriptions_gy,
                                roi_map, grid_shape, dose_bits, ignore_rois)

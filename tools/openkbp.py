@@ -37,6 +37,8 @@ def convert(*sources: str, out: str = "data/openkbp", split: str | None = None) 
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; give a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temporaries(out_dir) + remove_stale_temporaries(out_dir / "cases"):
         print(f"removed {stale}, left by an interrupted run")

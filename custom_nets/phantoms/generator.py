@@ -87,6 +87,9 @@ def generate_phantom_dataset(out_dir: str | Path, profile: str = "lung", n_train
     prof = get_profile(profile)
     out_dir = Path(out_dir)
     counts = {"training": n_training, "validation": n_validation, "test": n_test}
+    bad = {f"n_{split}": n for split, n in counts.items() if not isinstance(n, int) or n < 0}
+    if bad or not sum(counts.values()):
+        raise ValueError(f"phantom counts must be whole numbers >= 0, at least one case in all; got {counts}")
     splits: dict[str, list[Path]] = {}
     index = 0
     for split, count in counts.items():
