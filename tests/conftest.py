@@ -46,6 +46,17 @@ def require_shared(relative: str) -> Path:
     return path
 
 
+def run_dciodvfy(path: Path) -> list[str]:
+    """Error lines dciodvfy reports for a DICOM file (skips where it is not installed, fails under CI)."""
+    dciodvfy = shutil.which("dciodvfy")
+    if dciodvfy is None:
+        if os.environ.get("CI"):
+            pytest.fail("dciodvfy (Debian's dicom3tools) is not installed; .ci/run installs it")
+        return []
+    result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
 @pytest.fixture(scope="session")
 def openkbp_mini_datalist(tmp_path_factory) -> Path:
     """The six OpenKBP mini patients converted to canonical cases (training pt_1-4, validation pt_201-202)."""

@@ -24,14 +24,14 @@ import pydicom
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, run_dciodvfy
 from custom_nets.bundle_packaging import package_bundle, sha256_of
 from custom_nets.io.canonical import PREDICTED_DOSE_FILE, read_case
 from custom_nets.io.datalist import load_datalist
+from custom_nets.io.dicom.export import DICOM_FILES, write_dicom_case
 from custom_nets.io.dicom.rtdose import read_rt_dose
 from custom_nets.io.dicom.rtstruct import rasterise, read_structure_set
 from custom_nets.phantoms import make_phantom
-from custom_nets.phantoms.dicom_patient import DICOM_FILES, write_dicom_phantom
 from custom_nets.reports.dosimetric_evaluation import read_predicted_dose
 from custom_nets.reports.tables import read_csv
 from tools.dicom import predict
@@ -46,17 +46,7 @@ SYNONYMS = {"RightParotid": "Parotid_R", "LeftParotid": "Lt Parotid", "SpinalCor
 @pytest.fixture(scope="module")
 def dicom_patient(tmp_path_factory) -> Path:
     case = make_phantom("openkbp", 11, CT_SHAPE, case_id="dicom_phantom_11")
-    return write_dicom_phantom(case, tmp_path_factory.mktemp("dicom") / "patient", roi_names=SYNONYMS)
-
-
-def _run_dciodvfy(path: Path) -> list[str]:
-    dciodvfy = shutil.which("dciodvfy")
-    if dciodvfy is None:
-        if os.environ.get("CI"):
-            pytest.fail("dciodvfy (Debian's dicom3tools) is not installed; .ci/run installs it")
-        return []
-    result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+    return write_dicom_case(case, tmp_path_factory.mktemp("dicom") / "patient", roi_names=SYNONYMS)
 
 
 def _ct_slices(folder: Path) -> list[pydicom.Dataset]:
@@ -82,7 +72,7 @@ def test_predict_writes_an_rt_dose_on_the_ct_geometry(openkbp_bundles, dicom_pat
     np.testing.assert_allclose(np.diff([float(v) for v in ds.GridFrameOffsetVector]), slice_step)
     plan = pydicom.dcmread(dicom_patient / DICOM_FILES["RTPLAN"])
     assert ds.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == plan.SOPInstanceUID
-    assert _run_dciodvfy(rtdose_path) == []
+    assert run_dciodvfy(rtdose_path) == []
 
     # The model grid is the CT grid here, so the RT Dose holds the network's prediction up to quantisation.
     report = json.loads((out / "predict_report.json").read_text())
@@ -133,7 +123,7 @@ def test_predict_runs_both_stages_of_a_mask_variant_without_a_plan(openkbp_bundl
         prescriptions.values())
     assert (ds.Rows, ds.Columns, int(ds.NumberOfFrames)) == (CT_SHAPE[1], CT_SHAPE[0], CT_SHAPE[2])
     assert read_rt_dose(rtdose_path).dose_gy.max() > 0
-    assert _run_dciodvfy(rtdose_path) == []
+    assert run_dciodvfy(rtdose_path) == []
     assert {r["dose"] for r in read_csv(out / "dvh_metrics.csv")} == {"predicted"}
 
     # predicting again into that folder, now with the patient's plan, replaces the earlier run as a whole

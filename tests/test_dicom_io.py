@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
+from custom_nets.io.canonical import read_case
 from custom_nets.io.dicom.contours import mask_to_polygons
 from custom_nets.io.dicom.geometry import AxialGrid
 from custom_nets.io.dicom.importer import import_dicom_case
@@ -18,9 +20,9 @@ from custom_nets.io.dicom.rtdose import dose_grid_scaling, read_rt_dose, write_r
 from custom_nets.io.dicom.rtstruct import rasterise, read_structure_set
 from custom_nets.io.orientation import axcodes_of, reorient
 from custom_nets.metrics.dvh import cumulative_dvh, oar_metrics
+from custom_nets.io.dicom.export import DICOM_FILES, write_dicom_case
 from custom_nets.phantoms import make_phantom
-from custom_nets.phantoms.dicom_patient import DICOM_FILES, write_dicom_phantom
-from tests.conftest import require_shared
+from tests.conftest import require_shared, run_dciodvfy
 
 DICOMPYLER = "data/dicom-rt/dicompyler-example"
 
@@ -117,7 +119,7 @@ def test_resampling_is_exact_on_the_same_grid_and_exact_for_linear_fields():
 @pytest.mark.parametrize("bits", [16, 32])
 def test_rt_dose_round_trip_quantisation_and_geometry(tmp_path, bits):
     case = make_phantom("lung", 2, (32, 32, 24))
-    folder = write_dicom_phantom(case, tmp_path / "patient", dose_bits=bits)
+    folder = write_dicom_case(case, tmp_path / "patient", dose_bits=bits)
     written = read_rt_dose(folder / DICOM_FILES["RTDOSE"])
     ct_first = pydicom.dcmread(folder / "CT.0001.dcm")
     header = written.header
@@ -158,7 +160,7 @@ def test_dciodvfy_reports_no_errors_on_written_objects(tmp_path):
         if os.environ.get("CI"):
             pytest.fail(message + "; .ci/run installs it")
         pytest.skip(message)
-    folder = write_dicom_phantom(make_phantom("lung", 4, (32, 32, 24)), tmp_path / "patient", dose_bits=16)
+    folder = write_dicom_case(make_phantom("lung", 4, (32, 32, 24)), tmp_path / "patient", dose_bits=16)
     for name in (DICOM_FILES["RTDOSE"], DICOM_FILES["RTSTRUCT"], DICOM_FILES["RTPLAN"], "CT.0001.dcm"):
         result = subprocess.run([dciodvfy, str(folder / name)], capture_output=True, text=True)
         errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
@@ -170,7 +172,7 @@ def test_dciodvfy_reports_no_errors_on_written_objects(tmp_path):
 def test_synthetic_patient_imports_back_to_the_phantom(tmp_path):
     case = make_phantom("lung", 3, (48, 48, 40))
     names = {"Lung_L": "Lt Lung", "Lung_R": "RIGHT_LUNG", "SpinalCord": "Cord", "Heart": "HEART", "Body": "BODY"}
-    folder = write_dicom_phantom(case, tmp_path / "patient", roi_names=names)
+    folder = write_dicom_case(case, tmp_path / "patient", roi_names=names)
     imported = import_dicom_case(folder, "lung")
     back = imported.case
     axes = axcodes_of(case.affine)
@@ -188,7 +190,7 @@ def test_synthetic_patient_imports_back_to_the_phantom(tmp_path):
 
 def test_import_on_a_model_grid_keeps_the_field_of_view(tmp_path):
     case = make_phantom("openkbp", 5, (48, 48, 40))
-    folder = write_dicom_phantom(case, tmp_path / "patient", with_plan=False)
+    folder = write_dicom_case(case, tmp_path / "patient", with_plan=False)
     rx = {t: rx for t, rx in case.prescriptions_gy.items()}
     imported = import_dicom_case(folder, "openkbp", prescriptions_gy=rx, grid_shape=(32, 32, 32))
     model, ct = imported.model_grid, imported.ct.grid
@@ -203,7 +205,7 @@ def test_import_on_a_model_grid_keeps_the_field_of_view(tmp_path):
 
 @pytest.fixture()
 def patient(tmp_path):
-    return write_dicom_phantom(make_phantom("lung", 6, (32, 32, 24)), tmp_path / "patient")
+    return write_dicom_case(make_phantom("lung", 6, (32, 32, 24)), tmp_path / "patient")
 
 
 def _edit(path, change):
@@ -286,3 +288,35 @@ def test_an_off_level_prescription_is_filed_with_a_warning_keeping_its_dose(pati
     imported = import_dicom_case(patient, "lung", prescriptions_gy=given)
     assert 66.0 in imported.case.prescriptions_gy.values()
     assert any("66 Gy is not a nominal level" in w for w in imported.report["warnings"])
+
+
+def test_an_openkbp_patient_exported_to_dicom_imports_back_exactly(openkbp_mini_datalist, tmp_path):
+    """`dosepred dicom export`: CT and masks come back exactly, the dose within the 16-bit quantisation; every
+    object passes dciodvfy."""
+    from tools.dicom import export
+
+    case = read_case(openkbp_mini_datalist.parent / "cases" / "pt_201")
+    folder = Path(export(str(openkbp_mini_datalist.parent / "cases" / "pt_201"), str(tmp_path / "pt_201")))
+    for name in (*DICOM_FILES.values(), "CT.0001.dcm"):
+        assert run_dciodvfy(folder / name) == [], name
+    imported = import_dicom_case(folder, "openkbp").case
+    codes = axcodes_of(imported.affine)
+    np.testing.assert_allclose(imported.affine, _reoriented_affine(case, codes), atol=1e-4)
+    np.testing.assert_array_equal(imported.ct_hu, reorient(case.ct_hu, case.affine, codes))
+    np.testing.assert_array_equal(imported.possible_dose_mask, reorient(case.possible_dose_mask, case.affine, codes))
+    assert set(imported.structures) == set(case.structures)
+    for name, mask in case.structures.items():
+        np.testing.assert_array_equal(imported.structures[name], reorient(mask, case.affine, codes), err_msg=name)
+    assert imported.prescriptions_gy == case.prescriptions_gy
+    step = float(pydicom.dcmread(folder / DICOM_FILES["RTDOSE"]).DoseGridScaling)
+    error = np.abs(imported.dose_gy - reorient(case.dose_gy, case.affine, codes))
+    assert error.max() <= step / 2 + 1e-5 and step < 1.5e-3
+
+
+def _reoriented_affine(case, codes) -> np.ndarray:
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.zeros(case.shape, np.uint8), case.affine)
+    target = nib.orientations.axcodes2ornt(codes)
+    transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(case.affine), target)
+    return image.as_reoriented(transform).affine

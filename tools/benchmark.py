@@ -29,7 +29,7 @@ from custom_nets.performance.benchmark import benchmark_inference, benchmark_tra
 from custom_nets.performance.hardware import cpu_has_native_bf16, cpu_threads, matmul_gflops, select_device
 from custom_nets.performance.inference import INFERENCE_MODES, prepare_network, time_forward
 from custom_nets.phantoms import make_phantom
-from custom_nets.phantoms.dicom_patient import write_dicom_phantom
+from custom_nets.io.dicom.export import write_dicom_case
 from custom_nets.predict import predict_dicom
 from tools.bundles import BUNDLES_DIR
 from tools.arguments import as_list, as_mapping
@@ -77,7 +77,7 @@ def _time_predict(bundle: Path, config_files: list[str], overrides: dict, size: 
     (copy / "models").mkdir(exist_ok=True)
     torch.save(network.state_dict(), copy / "models" / "model.pt")
     ct_shape = (size * 3 // 2, size * 3 // 2, size)
-    patient = write_dicom_phantom(make_phantom("openkbp", 0, ct_shape, case_id="benchmark"), work / "dicom")
+    patient = write_dicom_case(make_phantom("openkbp", 0, ct_shape, case_id="benchmark"), work / "dicom")
     x = torch.rand(1, int(parser.get_parsed_content("in_channels")), size, size, size, device=device)
     rows = []
     for mode in modes:

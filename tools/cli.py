@@ -11,6 +11,7 @@
     dosepred report <eval dir> [<eval dir> ...] --out report --names "basic,10 masks"
     dosepred model-size randose --size 128   # parameters and FLOPs of a bundle's network
     dosepred dicom phantom --out data/dicom_phantom     # a synthetic DICOM-RT patient
+    dosepred dicom export data/openkbp/cases/pt_201 --out data/dicom/pt_201   # a case as CT + RTSTRUCT (+ RTPLAN, RTDOSE)
     dosepred predict <DICOM folder> --bundle bundles/cascunet_basic --out runs/predict   # -> RT Dose + DVHs
     dosepred benchmark --bundles cascunet_basic,randose --size 128   # speed table (JSON + Markdown)
     dosepred experiment cpu-budget --data data/openkbp   # the cascade paper's experiment at a CPU budget + report
@@ -35,7 +36,7 @@ COMMANDS = {
     "evaluate": report.evaluate,
     "report": report.report,
     "model-size": model_size.model_size,
-    "dicom": {"phantom": dicom.phantom},
+    "dicom": {"phantom": dicom.phantom, "export": dicom.export},
     "predict": dicom.predict,
     "benchmark": benchmark.benchmark,
     "experiment": {"cpu-budget": experiment.cpu_budget, "pooling-floor": experiment.pooling_floor},

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from custom_nets.io.canonical import read_case
+from custom_nets.io.dicom.export import write_dicom_case
 from custom_nets.options import as_bool
 from custom_nets.phantoms import make_phantom
-from custom_nets.phantoms.dicom_patient import write_dicom_phantom
 from custom_nets.predict import predict_dicom
 from tools.arguments import as_list, as_mapping
 from tools.bundles import BUNDLES_DIR
@@ -47,4 +48,20 @@ def phantom(out: str = "data/dicom_phantom", profile: str = "lung", seed: int = 
     """Write a synthetic DICOM-RT patient (CT series, RTSTRUCT, RTPLAN, RTDOSE) from the phantom generator."""
     with_plan, with_dose = as_bool(plan, "plan"), as_bool(dose, "dose")
     case = make_phantom(profile, seed, tuple(int(s) for s in shape), case_id=f"dicom_phantom_{profile}_{seed}")
-    return str(write_dicom_phantom(case, out, dose_bits=bits, with_plan=with_plan, with_dose=with_dose))
+    return str(write_dicom_case(case, out, dose_bits=bits, with_plan=with_plan, with_dose=with_dose))
+
+
+def export(case: str, out: str, bits: int = 16, plan: bool = True, dose: bool = True,
+           fractions: int | None = None) -> str:
+    """Write a canonical case (an OpenKBP patient, a phantom) as a DICOM-RT folder: CT series + RTSTRUCT, with
+    --plan an RTPLAN of its prescriptions (--fractions if known) and with --dose the planned dose as RTDOSE.
+
+    Example: dosepred dicom export data/openkbp/cases/pt_201 --out data/dicom/pt_201
+    """
+    with_plan, with_dose = as_bool(plan, "plan"), as_bool(dose, "dose")
+    if bits not in (16, 32):
+        raise ValueError(f"--bits: an RT Dose stores 16 or 32 bits, got {bits!r}")
+    folder = write_dicom_case(read_case(case), out, fractions=fractions, dose_bits=bits, with_plan=with_plan,
+                              with_dose=with_dose)
+    print(f"wrote {folder}")
+    return str(folder)

@@ -57,6 +57,6 @@ def read_rt_plan(path: str | Path) -> RTPlan:
                                            str(ref.get("DoseReferenceDescription", "")),
                                            str(ref.get("DoseReferenceStructureType", ""))))
     groups = ds.get("FractionGroupSequence", [])
-    fractions = int(groups[0].NumberOfFractionsPlanned) if groups and "NumberOfFractionsPlanned" in groups[0] \
-        else None
+    planned = groups[0].get("NumberOfFractionsPlanned") if groups else None  # type 2: present but maybe empty
+    fractions = int(planned) if planned not in (None, "") else None
     return RTPlan(path, ds, str(ds.get("FrameOfReferenceUID", "")), prescriptions, fractions)

@@ -1,7 +1,9 @@
-"""A phantom as a DICOM-RT patient: CT series, RT Structure Set, RT Plan and the planned RT Dose.
+"""A canonical case as a DICOM-RT patient: CT series, RT Structure Set, RT Plan and the planned RT Dose.
 
-The clinical path (DICOM in, RT Dose out) is tested end to end on these, since the cascade paper's lung
-patients are private and the public DICOM-RT example has one CT slice of 98.
+Used to open OpenKBP patients in 3D Slicer or a planning system and to feed them to ``predict``, and to test
+the clinical path end to end on phantoms (the cascade paper's lung patients are private, and the public
+DICOM-RT example has one CT slice of 98). Contours trace voxel edges, so importing the folder on the CT grid
+gives back every mask exactly (tested).
 """
 
 from __future__ import annotations
@@ -17,24 +19,24 @@ from custom_nets.io.dicom.writers import new_patient_reference, write_ct_series,
 from custom_nets.io.orientation import reorient_with_affine
 from custom_nets.profiles import get_profile
 
-__all__ = ["write_dicom_phantom", "DICOM_FILES"]
+__all__ = ["write_dicom_case", "DICOM_FILES"]
 
 #: File names of the non-CT objects in a written patient folder.
 DICOM_FILES = {"RTSTRUCT": "RS.dcm", "RTPLAN": "RP.dcm", "RTDOSE": "RD.dcm"}
 _LPS = ("L", "P", "S")  # DICOM's patient axes: slices written with ImageOrientationPatient [1,0,0,0,1,0]
 
 
-def write_dicom_phantom(case: DoseCase, out_dir: str | Path, roi_names: Mapping[str, str] | None = None,
-                        fractions: int = 30, dose_bits: int = 32, with_plan: bool = True, with_dose: bool = True
+def write_dicom_case(case: DoseCase, out_dir: str | Path, roi_names: Mapping[str, str] | None = None,
+                        fractions: int | None = 30, dose_bits: int = 32, with_plan: bool = True, with_dose: bool = True
                         ) -> Path:
     """Write ``case`` as a DICOM-RT patient folder (atomically) and return it.
 
     Args:
-        case: a canonical case with a planned dose (a phantom from :func:`make_phantom`).
+        case: a canonical case (a phantom, an OpenKBP patient); its planned dose, if any, becomes the RT Dose.
         roi_names: profile structure -> the ROI name to write (to exercise synonym matching); the profile's names
             otherwise. The body outline (or, for a profile without one, the possible-dose mask) is written as
             "External" of type EXTERNAL unless renamed here.
-        fractions: fractions in the RT Plan.
+        fractions: fractions in the RT Plan (None: not stated).
         dose_bits: 16 or 32 bits for the planned RT Dose.
         with_plan / with_dose: write the RT Plan / RT Dose.
     """
@@ -62,5 +64,5 @@ def write_dicom_phantom(case: DoseCase, out_dir: str | Path, roi_names: Mapping[
                                  {names.get(t, t): rx for t, rx in case.prescriptions_gy.items()}, fractions)
         if with_dose and case.dose_gy is not None:
             write_rt_dose(tmp / DICOM_FILES["RTDOSE"], lps["dose"][0], grid, slices[0], plan, bits=dose_bits,
-                          series_description="Planned dose", manufacturer_model="custom_nets phantom planner")
+                          series_description="Planned dose", manufacturer_model="custom_nets case export")
     return Path(out_dir)
