@@ -255,10 +255,11 @@ def test_predict_refuses_a_damaged_patient_before_inference(dicom_patient, tmp_p
                                                              problem):
     patient = Path(shutil.copytree(dicom_patient, tmp_path / "patient"))
     edit(patient)
+    (tmp_path / "weights.pt").write_bytes(b"")  # the patient is refused before the weights are read
     code, err = dosepred(monkeypatch, capsys, "predict", str(patient), "--out", str(tmp_path / "out"),
-                         "--grid_shape", "32,32,32")
+                         "--grid_shape", "32,32,32", "--ckpt_path", str(tmp_path / "weights.pt"))
     assert code == 2 and file in err and problem in err, err
-    assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["patient"]
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["patient", "weights.pt"]
 
 
 def test_predict_refuses_a_folder_of_other_files(dicom_patient, tmp_path, monkeypatch, capsys):

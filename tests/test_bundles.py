@@ -127,7 +127,7 @@ def test_resume_continues_from_the_latest_checkpoint(lung_phantom_datalist, tmp_
     bundle = Path(shutil.copytree(REPO_ROOT / "bundles" / "cascunet_basic", tmp_path / "cascunet_basic"))
     common = ["--config_file", "['configs/train.json','configs/cpu.json']", "--dataset_dir",
               str(lung_phantom_datalist.parent), *TINY, "--iterations_per_epoch", "2", "--num_workers", "0"]
-    run_bundle(bundle, "run", "training", *common, "--max_iterations", "4")
+    run_bundle(bundle, "run", "training", *common, "--max_iterations", "6", "--train#trainer#max_epochs", "2")
     log = run_bundle(bundle, "run", "training", *common, "--max_iterations", "6", "--resume", "true")
     assert "Epoch: 3/3" in log and "Epoch: 1/3" not in log
     checkpoint = next((bundle / "models").glob("checkpoint_*.pt"))

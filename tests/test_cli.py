@@ -67,5 +67,7 @@ def test_clinical_and_benchmark_commands_are_wired(tmp_path):
     assert written.returncode == 0, written.stderr[-2000:]
     assert len(list((tmp_path / "patient").glob("CT.*.dcm"))) == 24
     assert {p.name for p in (tmp_path / "patient").glob("R?.dcm")} == {"RS.dcm", "RP.dcm", "RD.dcm"}
-    missing = _dosepred("predict", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    (tmp_path / "weights.pt").write_bytes(b"")  # predict checks the weights exist before reading the patient
+    missing = _dosepred("predict", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--ckpt_path",
+                        str(tmp_path / "weights.pt"))
     assert missing.returncode == 2 and f"DICOM folder not found: {tmp_path / 'nowhere'}" in missing.stderr
