@@ -84,6 +84,8 @@ RUNS: tuple[Run, ...] = (  # in the order they run: the recipe check first, then
         ("--mask_source", "reference"), mask_sources=("reference", "prior"), prior="cascunet_basic"),
     Run("randose_fixed_weights", "randose", "RANDose, fixed region weights (1, 1)",
         extra_configs=("configs/loss_fixed_weights.json",)),
+    Run("basic_seed1", "cascunet_basic", "as cascunet_basic, seed 1: the seed-to-seed spread that bf16 against fp32 "
+        "is judged by", ("--rotate_translate_prob", "0", "--seed", "1"), role="recipe"),
 )
 
 
