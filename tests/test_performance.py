@@ -45,6 +45,22 @@ def test_inference_modes_give_the_eager_dose(openkbp_bundles, openkbp_mini_datal
     fp32_error_gy = reference_gy * float((eager.double() - fp64).abs().max())
     assert reference_gy * float((fast - eager).abs().max()) <= EXACT_GY + 4 * fp32_error_gy
     assert fast.shape == eager.shape and fast.is_contiguous()
+    if "fractions" in network.state_dict():  # bf16: a mask variant's prior, which makes the masks, stays fp32
+        bf16 = prepare_network(network, "bf16")
+        with torch.no_grad():
+            torch.testing.assert_close(bf16.module.prior(x), network.prior(x), rtol=0, atol=0)
+            assert bf16(x).dtype == torch.float32
+
+
+def test_fused_norm_keeps_float32_statistics_for_bf16_activations():
+    torch.manual_seed(0)
+    fused = FusedInstanceNormAct3d(4, negative_slope=0.01)
+    x = torch.randn(1, 4, 16, 16, 16) * 50 + 300  # large mean, small spread: bf16 statistics would lose it
+    with torch.no_grad():
+        expected = fused(x)
+        out = fused(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    assert float((out.float() - expected).abs().mean()) < 0.02  # the input's own bf16 rounding (300 +- 1)
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])

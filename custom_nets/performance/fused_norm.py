@@ -27,13 +27,16 @@ class FusedInstanceNormAct3d(nn.InstanceNorm3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Two passes (mean, then the mean square of the centred values) keep var_mean's accuracy at a third of
-        # its cost here; the centred copy is then scaled, shifted and activated in place.
-        centred = x - x.mean(dim=(2, 3, 4), keepdim=True)
-        scale = torch.rsqrt(centred.square().mean(dim=(2, 3, 4), keepdim=True) + self.eps)
+        # its cost here; the centred copy is then scaled, shifted and activated in place. Statistics accumulate
+        # and stay in float32 whatever the activations' type (bf16 inference).
+        mean = x.mean(dim=(2, 3, 4), keepdim=True, dtype=torch.float32)
+        centred = x - mean.to(x.dtype)
+        scale = torch.rsqrt(centred.square().mean(dim=(2, 3, 4), keepdim=True, dtype=torch.float32) + self.eps)
         if self.weight is not None and self.bias is not None:
-            centred.mul_(scale * self.weight.view(1, -1, 1, 1, 1)).add_(self.bias.view(1, -1, 1, 1, 1))
+            centred.mul_((scale * self.weight.view(1, -1, 1, 1, 1)).to(x.dtype)).add_(
+                self.bias.view(1, -1, 1, 1, 1).to(x.dtype))
         else:
-            centred.mul_(scale)
+            centred.mul_(scale.to(x.dtype))
         if self.negative_slope == 0.0:
             return torch.relu_(centred)
         return torch.nn.functional.leaky_relu_(centred, self.negative_slope)
