@@ -234,3 +234,10 @@ def test_randose_loss_overrides_are_the_table_2b_rows(override, terms, learnable
     parser.read_config([str(configs / "train.json"), str(configs / override)])
     loss = parser.get_parsed_content("loss_def")
     assert set(loss.weights()) == terms and bool(list(loss.parameters())) == learnable
+
+
+def test_inference_shows_progress_over_the_cases(openkbp_bundles, openkbp_mini_datalist, tmp_path):
+    output = run_bundle(openkbp_bundles / "cascunet_basic", "run", "--config_file", CONFIGS["infer"], "--dataset_dir",
+                        str(openkbp_mini_datalist.parent), *TINY, "--split", "validation", "--output_dir",
+                        str(tmp_path / "predictions"))
+    assert "predicting" in output and "2/2" in output, output[-2000:]
