@@ -185,6 +185,7 @@ class ResumeState:
                  "transforms": [_to_tensors(t.R.get_state()) for t in self._random_transforms()]}
         if self.evaluator is not None:
             state["best_metric"] = (self.evaluator.state.best_metric, self.evaluator.state.best_metric_epoch)
+        # MONAI's saver restores this record with load_state_dict but offers no getter for it
         if self.best_saver is not None and self.best_saver._key_metric_checkpoint is not None:
             state["best_saver"] = self.best_saver._key_metric_checkpoint.state_dict()
         return state
@@ -236,15 +237,19 @@ def attach_checkpoints(trainer, ckpt_dir: str | Path, objects: Mapping[str, obje
     checkpoint = latest_checkpoint(ckpt_dir)
     if checkpoint is None:
         raise FileNotFoundError(f"resume requested but {ckpt_dir} holds no checkpoint_*.pt")
-    _check_same_schedule(checkpoint, objects.get("lr_scheduler"))
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    _check_same_schedule(checkpoint, saved.get("lr_scheduler", {}), objects.get("lr_scheduler"))
+    if "resume_state" not in saved:
+        warnings.warn(f"{checkpoint} predates random-number states in checkpoints: the resumed run will not end "
+                      "exactly as an uninterrupted one", stacklevel=2)
+        state.pop("resume_state")
     CheckpointLoader(load_path=str(checkpoint), load_dict=state, map_location="cpu").attach(trainer)
     return checkpoint
 
 
-def _check_same_schedule(checkpoint: Path, scheduler) -> None:
+def _check_same_schedule(checkpoint: Path, saved: Mapping, scheduler) -> None:
     if scheduler is None:
         return
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False).get("lr_scheduler", {})
     current = scheduler.state_dict()
     for key in ("T_max", "total_steps"):
         if key in saved and key in current and saved[key] != current[key]:
