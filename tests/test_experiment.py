@@ -49,3 +49,19 @@ def test_pooling_floor_is_small_and_lower_for_the_region_than_the_whole_volume(o
     assert 0 < floor["region"] < floor["whole_volume"] < 2.0
     assert pooling_floor(data=str(openkbp_mini_datalist.parent), split="training", network_size=128)["whole_volume"] \
         < 1e-5  # no pooling at the full size: the dose comes back exactly
+
+
+def test_the_mask_claim_needs_both_scores_to_fall_beyond_the_seed_spread():
+    from tools.experiment import mask_claim
+
+    def row(model, dose, dvh):
+        return {"model": model, "dose score (Gy)": dose, "DVH score (Gy)": dvh}
+
+    basic = row("cascunet_basic", 4.0, 3.8)
+    assert "It holds here" in mask_claim([basic, row("cascunet_dm3 [masks-prior]", 3.8, 3.6),
+                                          row("cascunet_dm10 [masks-prior]", 3.6, 3.4)])
+    ties = mask_claim([basic, row("cascunet_dm3 [masks-prior]", 3.99, 3.81)])
+    assert "within the margin" in ties and "0.05 Gy (no second seed" in ties and "Not yet run: 5, 7, 10" in ties
+    worse = mask_claim([basic, row("cascunet_dm10 [masks-prior]", 3.7, 4.0), row("basic_seed1", 4.02, 3.85)])
+    assert "does not hold" in worse and "two seeds of the basic cascade, 0.05 Gy" in worse
+    assert "dose score falls" in worse and "DVH score rises" in worse
