@@ -167,7 +167,8 @@ def profile_metadata(variant: BundleVariant, profile: DatasetProfile) -> dict:
     image, pred = "network_data_format#inputs#image", "network_data_format#outputs#pred"
     return {f"{image}#num_channels": len(channels),
             f"{image}#channel_def": {str(i): name for i, name in enumerate(channels)},
-            f"{pred}#channel_def": {"0": f"dose / reference dose ({profile.reference_dose_gy:g} Gy for {profile.name})"},
+            f"{pred}#channel_def": {"0": f"dose / reference dose ({profile.reference_dose_gy:g} Gy for "
+                                         f"{profile.name})"},
             "label_classes": f"dose / reference dose ({profile.reference_dose_gy:g} Gy)"}
 
 

@@ -25,7 +25,7 @@ from custom_nets.io.canonical import PREDICTED_DOSE_FILE, write_case
 from custom_nets.io.datalist import write_datalist
 from custom_nets.io.dicom.importer import ImportedCase, import_dicom_case
 from custom_nets.io.dicom.resample import resample_to_grid
-from custom_nets.io.dicom.rtdose import write_rt_dose
+from custom_nets.io.dicom.rtdose import check_dose_bits, write_rt_dose
 from custom_nets.io.dicom.writers import write_rt_plan
 from custom_nets.metrics.case_evaluation import DVH_BIN_GY
 from custom_nets.metrics.dvh import cumulative_dvh, oar_metrics, target_metrics
@@ -88,8 +88,7 @@ def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path
     if len(grid_shape) != 3 or any(s < _NETWORK_MULTIPLE or s % _NETWORK_MULTIPLE for s in grid_shape):
         raise ValueError(f"grid_shape must be 3 multiples of {_NETWORK_MULTIPLE} (the networks halve the grid four "
                          f"times), got {grid_shape}")
-    if dose_bits not in (16, 32):
-        raise ValueError(f"--bits: an RT Dose stores 16 or 32 bits, got {dose_bits!r}")
+    check_dose_bits(dose_bits)
     if out_dir.is_file():
         raise ValueError(f"--out {out_dir} is a file; give a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / OUTPUT_FILES["report"]).is_file():

@@ -326,7 +326,8 @@ def test_resume_false_means_a_fresh_run(lung_bundle):
 
     assert list((lung_bundle / "models").glob("checkpoint_*.pt")), "the fixture should have left a checkpoint"
     for word in ("false", "False", "no", "0"):
-        assert attach_checkpoints(Engine(lambda e, b: None), lung_bundle / "models", {}, resume=word, save=False) is None
+        engine = Engine(lambda e, b: None)
+        assert attach_checkpoints(engine, lung_bundle / "models", {}, resume=word, save=False) is None
     assert attach_checkpoints(Engine(lambda e, b: None), lung_bundle / "models", {}, resume="true", save=False)
     with pytest.raises(ValueError, match="--resume: expected true or false"):
         attach_checkpoints(Engine(lambda e, b: None), lung_bundle / "models", {}, resume="flase", save=False)

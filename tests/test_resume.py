@@ -52,7 +52,8 @@ def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
 
 def test_resume_with_another_schedule_length_is_refused(lung_phantom_datalist, tmp_path):
     bundle = _bundle(tmp_path, "b")
-    assert _train(bundle, lung_phantom_datalist, "--num_workers", "0", "--train#trainer#max_epochs", "1").returncode == 0
+    first = _train(bundle, lung_phantom_datalist, "--num_workers", "0", "--train#trainer#max_epochs", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
     longer = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
                              "configs/train.json", "--dataset_dir", str(lung_phantom_datalist.parent), *TINY,
                              "--max_iterations", "8", "--iterations_per_epoch", "2", "--num_workers", "0",

@@ -11,7 +11,7 @@
     dosepred report <eval dir> [<eval dir> ...] --out report --names "basic,10 masks"
     dosepred model-size randose --size 128   # parameters and FLOPs of a bundle's network
     dosepred dicom phantom --out data/dicom_phantom     # a synthetic DICOM-RT patient
-    dosepred dicom export data/openkbp/cases/pt_201 --out data/dicom/pt_201   # a case as CT + RTSTRUCT (+ RTPLAN, RTDOSE)
+    dosepred dicom export data/openkbp/cases/pt_201 --out data/dicom/pt_201   # a case as DICOM-RT
     dosepred predict <DICOM folder> --bundle bundles/cascunet_basic --out runs/predict   # -> RT Dose + DVHs
     dosepred benchmark --bundles cascunet_basic,randose --size 128   # speed table (JSON + Markdown)
     dosepred experiment cpu-budget --data data/openkbp   # the cascade paper's experiment at a CPU budget + report

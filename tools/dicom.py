@@ -6,6 +6,7 @@ import logging
 
 from custom_nets.io.canonical import read_case
 from custom_nets.io.dicom.export import write_dicom_case
+from custom_nets.io.dicom.rtdose import check_dose_bits
 from custom_nets.options import as_bool
 from custom_nets.phantoms import make_phantom
 from custom_nets.predict import predict_dicom
@@ -58,9 +59,7 @@ def export(case: str, out: str, bits: int = 16, plan: bool = True, dose: bool = 
 
     Example: dosepred dicom export data/openkbp/cases/pt_201 --out data/dicom/pt_201
     """
-    with_plan, with_dose = as_bool(plan, "plan"), as_bool(dose, "dose")
-    if bits not in (16, 32):
-        raise ValueError(f"--bits: an RT Dose stores 16 or 32 bits, got {bits!r}")
+    with_plan, with_dose, bits = as_bool(plan, "plan"), as_bool(dose, "dose"), check_dose_bits(bits)
     folder = write_dicom_case(read_case(case), out, fractions=fractions, dose_bits=bits, with_plan=with_plan,
                               with_dose=with_dose)
     print(f"wrote {folder}")

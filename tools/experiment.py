@@ -150,7 +150,8 @@ def _row(run: Run, label: str, folder: Path, bundle_dir: Path) -> dict:
     summary_file = bundle_dir / "runs" / "training_summary.json"
     timing = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     config = bundle_parser(bundle_dir, [*TRAIN, *run.extra_configs]).config
-    counts = {split: len(load_datalist(info["datalist"], split, allow_empty=True)) for split in ("training", info["split"])}
+    counts = {split: len(load_datalist(info["datalist"], split, allow_empty=True))
+              for split in ("training", info["split"])}
     size = "x".join(str(n) for n in config["network_size"]) if config.get("network_size") else "whole volume"
     return {"model": run.name + (f" [{label}]" if label else ""), "what": run.what, "role": run.role,
             "split": f"train {counts['training']} / {info['split']} {counts[info['split']]}",
@@ -283,7 +284,8 @@ def _write(rows: list[dict], report: Path, common: list[str]) -> str:
         "## More masks, better?\n", mask_claim(rows),
         "## Choosing the CPU recipe\n",
         f"{', '.join(r.name for r in RUNS if r.role == 'recipe')} train the basic cascade under the same budget "
-        "as cascunet_basic with one thing changed: the input region (the possible-dose region versus the whole volume pooled to 64^3, as C3D does) and the "
+        "as cascunet_basic with one thing changed: the input region (the possible-dose region versus the whole "
+        "volume pooled to 64^3, as C3D does) and the "
         "arithmetic (bf16 autocast versus fp32); the augmentation (flips only versus the paper's rotation and "
         "translation as well). Every model is evaluated with flip test-time augmentation (the CPU profile's "
         "default: flips of axes 0 and 2, averaged); `[no_tta]` rows are the same model without it.\n",

@@ -52,8 +52,9 @@ def describe_state(state: Mapping[str, torch.Tensor]) -> str:
     return f"an unknown network of {len(state)} tensors"
 
 
-def check_checkpoint(path: str | Path, network: torch.nn.Module) -> Path:
-    """Raise ``ValueError`` naming ``path`` unless its weights fit ``network`` exactly (names and shapes)."""
+def check_checkpoint(path: str | Path, network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` once checked to fit ``network`` exactly (names and shapes); else ``ValueError``
+    naming ``path``, what it was trained as and what ``network`` is."""
     path = Path(path)
     try:
         state = load_state_dict_file(path)
@@ -69,4 +70,4 @@ def check_checkpoint(path: str | Path, network: torch.nn.Module) -> Path:
                          f"{describe_state(expected)} ({len(mismatched)} tensors of another shape, {len(missing)} "
                          f"missing, {len(unexpected)} unexpected): set the widths, dose masks or profile it was "
                          "trained with, or give its ckpt_path")
-    return path
+    return state

@@ -10,7 +10,7 @@ from torch import nn
 
 from custom_nets.dose_masks import threshold_dose
 from custom_nets.networks.cascade_unet import CascadeUNet
-from custom_nets.networks.checkpoints import check_checkpoint, load_state_dict_file
+from custom_nets.networks.checkpoints import check_checkpoint
 
 __all__ = ["DoseMaskCascade"]
 
@@ -52,7 +52,7 @@ class DoseMaskCascade(nn.Module):
 
     def load_prior(self, checkpoint: str | Path) -> None:
         """Load the basic cascade's weights into the prior."""
-        self.prior.load_state_dict(load_state_dict_file(check_checkpoint(checkpoint, self.prior)))
+        self.prior.load_state_dict(check_checkpoint(checkpoint, self.prior))
         self.prior_untrained.fill_(False)
 
     def mark_prior_untrained(self) -> None:

@@ -62,8 +62,8 @@ class IterationTimer:
 def attach_training_summary(trainer: Engine, path: str | Path, network: torch.nn.Module | None = None,
                             skip: int = 1) -> IterationTimer:
     """Time ``trainer``'s iterations and, when it completes, write ``path`` (JSON): iterations run, mean and median
-    seconds per iteration and data-wait share (after ``skip`` warm-up iterations), wall seconds of the run, the process's
-    peak memory (MB; peak RSS on Linux CPUs, allocator peak on CUDA) and whether bf16 autocast was on."""
+    seconds per iteration and data-wait share (after ``skip`` warm-up iterations), wall seconds of the run, the
+    process's peak memory (MB; peak RSS on Linux CPUs, allocator peak on CUDA) and whether bf16 autocast was on."""
     timer = IterationTimer(skip=skip)
     timer.attach(trainer)
     started = time.perf_counter()

@@ -27,8 +27,8 @@ _LPS = ("L", "P", "S")  # DICOM's patient axes: slices written with ImageOrienta
 
 
 def write_dicom_case(case: DoseCase, out_dir: str | Path, roi_names: Mapping[str, str] | None = None,
-                        fractions: int | None = 30, dose_bits: int = 32, with_plan: bool = True, with_dose: bool = True
-                        ) -> Path:
+                     fractions: int | None = 30, dose_bits: int = 32, with_plan: bool = True, with_dose: bool = True
+                     ) -> Path:
     """Write ``case`` as a DICOM-RT patient folder (atomically) and return it.
 
     Args:

@@ -15,7 +15,7 @@ import pydicom
 from custom_nets.io.dicom.common import decimal_string, new_dataset, reference_item, save_dataset
 from custom_nets.io.dicom.geometry import AxialGrid, check_axial, uniform_step
 
-__all__ = ["RT_DOSE_STORAGE", "RTDose", "read_rt_dose", "write_rt_dose", "dose_grid_scaling"]
+__all__ = ["RT_DOSE_STORAGE", "RTDose", "read_rt_dose", "write_rt_dose", "check_dose_bits", "dose_grid_scaling"]
 
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
 
@@ -58,14 +58,19 @@ def read_rt_dose(path: str | Path) -> RTDose:
     return RTDose(dose.astype(np.float32), grid, ds)
 
 
+def check_dose_bits(bits: int) -> int:
+    """``bits`` if an RT Dose we write can store them (16 or 32), else ``ValueError`` naming ``--bits``."""
+    if bits not in (16, 32):
+        raise ValueError(f"--bits: an RT Dose stores 16 or 32 bits, got {bits!r}")
+    return bits
+
+
 def dose_grid_scaling(max_dose_gy: float, bits: int) -> float:
     """``DoseGridScaling`` (Gy per stored unit) that spends the whole unsigned range of ``bits`` on the maximum.
 
     The quantisation error is at most half a unit: 0.5 / 65535 = 7.6e-6 of the maximum at 16 bits, far under
     the 0.1% clinical tolerance. DS holds 16 characters, so the value is rounded *up* to what it can hold."""
-    if bits not in (16, 32):
-        raise ValueError(f"RT Dose bits must be 16 or 32, got {bits}")
-    top = float(2 ** bits - 1)
+    top = float(2 ** check_dose_bits(bits) - 1)
     scaling = max(float(max_dose_gy), 1e-6) / top
     text = f"{scaling:.9e}"
     value = float(text)
