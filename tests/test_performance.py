@@ -126,6 +126,16 @@ def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
         assert row["patch_size"] == [32, 32, 32]
     assert result["conversion"]["patients"] == 6 and result["conversion"]["s_per_patient"] > 0
     assert result["evaluation"]["s_per_case"] > 0
+    scoring = result["scoring"]
+    assert scoring["patients"] == 6 and scoring["max_difference_to_official_figures"] <= 1e-6
+    assert scoring["ours_1_process_s_per_patient"] > 0
     assert [(p["network_mode"], p["ratio"] > 0) for p in result["predict"]] == [("frozen", True)]
     table = out.with_suffix(".md").read_text()
-    assert "cascunet_dm3" in table and "GFLOP / forward" in table and "predict" in table
+    assert "cascunet_dm3" in table and "GFLOP / forward" in table and "predict" in table and "scoring" in table
+
+
+def test_the_official_scorer_is_looked_for_in_a_clone_of_open_kbp(tmp_path):
+    from custom_nets.performance.scoring import official_scores
+
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} is not a clone of ababier/open-kbp"):
+        official_scores(tmp_path, tmp_path, tmp_path)

@@ -3,8 +3,9 @@
 Prints a Markdown table and writes JSON: the measured fp32 matrix-product peak; per bundle its parameters,
 FLOPs per forward pass, seconds per forward pass in each inference mode with the share of that peak and the
 peak memory, and seconds per training iteration (CPU profile and/or the paper's 128^3) with the share spent
-waiting for data; OpenKBP conversion seconds per patient; evaluation seconds per case; and the whole `predict`
-command on a synthetic DICOM patient against the network's own time.
+waiting for data; OpenKBP conversion seconds per patient; evaluation seconds per case; OpenKBP scoring seconds per
+patient (ours, and the official scorer beside it when a clone of ababier/open-kbp is given); and the whole
+`predict` command on a synthetic DICOM patient against the network's own time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from custom_nets.io.datalist import load_datalist
 from custom_nets.io.atomic import write_text_atomic
 from custom_nets.metrics.case_evaluation import evaluate_case
 from custom_nets.performance.benchmark import benchmark_inference, benchmark_training
+from custom_nets.performance.scoring import benchmark_scoring
 from custom_nets.performance.hardware import cpu_has_native_bf16, cpu_threads, matmul_gflops, select_device
 from custom_nets.performance.inference import INFERENCE_MODES, prepare_network, time_forward
 from custom_nets.phantoms import make_phantom
@@ -67,6 +69,21 @@ def _time_evaluation(datalist: Path, cases: int) -> dict:
     return {"cases": len(seconds), "s_per_case": statistics.median(seconds)}
 
 
+def _time_scoring(mini: Path, work: Path, official_open_kbp: str | None) -> dict:
+    """Scoring of the scorer-check submission against the six mini patients, with the largest difference of any
+    score from the figures the official scorer reported for it (official_scores.json)."""
+    reference = work / "scoring_reference"
+    reference.mkdir()
+    for patient in [*(mini / "train-pats").glob("pt_*"), *(mini / "validation-pats").glob("pt_*")]:
+        (reference / patient.name).symlink_to(patient.resolve())
+    row = benchmark_scoring(mini / "scorer-check" / "predictions", reference, official_open_kbp)
+    recorded = json.loads((mini / "scorer-check" / "official_scores.json").read_text())
+    row["max_difference_to_official_figures"] = max(
+        max(abs(scores[0] - recorded["dose_score"]), abs(scores[1] - recorded["dvh_score"]))
+        for key, scores in row.items() if key.endswith("_scores"))
+    return row
+
+
 def _time_predict(bundle: Path, config_files: list[str], overrides: dict, size: int, device: torch.device,
                   work: Path, modes: list[str]) -> list[dict]:
     """`predict` on a synthetic OpenKBP DICOM patient (CT 1.5x the model grid in-plane) against the network time
@@ -98,7 +115,8 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
               modes: str | list = ",".join(INFERENCE_MODES), warmup: int = 1, repeats: int = 3,
               train: str | list = "cpu", train_iterations: int = 3, train_precisions: str | list = "fp32,bf16",
               dataset_dir: str = "data/openkbp",
-              openkbp_mini: str = str(OPENKBP_MINI), evaluation_cases: int = 2, predict: str | list = "eager,frozen",
+              openkbp_mini: str = str(OPENKBP_MINI), evaluation_cases: int = 2, official_open_kbp: str | None = None,
+              predict: str | list = "eager,frozen",
               overrides=None, device: str | None = None, threads: int | None = None,
               out: str = "runs/benchmark/benchmark.json") -> str:
     """Benchmark BUNDLES (comma-separated) and write OUT (JSON) with a Markdown table beside it.
@@ -113,7 +131,9 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
             native bf16 only, where it is the training default).
         dataset_dir: canonical OpenKBP data for training (default data/openkbp; the converted mini patients
             when that is absent).
-        openkbp_mini: OpenKBP patients (train-pats/, validation-pats/) to time conversion and evaluation on.
+        openkbp_mini: OpenKBP patients (train-pats/, validation-pats/) to time conversion, evaluation and scoring
+            on (scoring: the submission of its scorer-check/ against its six patients).
+        official_open_kbp: a clone of ababier/open-kbp, to time the official scorer on the same patients.
         predict: inference modes in which to time `predict` end to end against the network time ("" for none).
         overrides: config ids for every bundle, e.g. '{"widths_a": [2,4,8,16,32]}' (tests use tiny widths).
     """
@@ -140,6 +160,7 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
         if Path(openkbp_mini).is_dir():
             result["conversion"], mini_datalist = _time_conversion(Path(openkbp_mini), work)
             result["evaluation"] = _time_evaluation(mini_datalist, evaluation_cases)
+            result["scoring"] = _time_scoring(Path(openkbp_mini), work, official_open_kbp)
             if not data.is_file():
                 data = mini_datalist
         result["training"] = []
@@ -193,6 +214,12 @@ def markdown_summary(result: dict) -> str:
         lines += ["", f"OpenKBP conversion: {result['conversion']['s_per_patient']:.2f} s per patient "
                       f"({result['conversion']['patients']} patients); evaluation (all metrics, gamma 3%/2 mm): "
                       f"{result['evaluation']['s_per_case']:.2f} s per case."]
+    if "scoring" in result:
+        scoring = result["scoring"]
+        timings = ", ".join(f"{key.removesuffix('_s_per_patient').replace('_', ' ')} {value:.3f} s"
+                            for key, value in scoring.items() if key.endswith("_s_per_patient"))
+        lines += ["", f"OpenKBP scoring, seconds per patient ({scoring['patients']} patients): {timings}; largest "
+                      f"difference from the official figures: {scoring['max_difference_to_official_figures']:.1e} Gy."]
     for p in result.get("predict", []):
         lines += ["", f"predict ({p['bundle']}, {p['network_mode']}, CT {p['ct_shape']} -> {p['grid']}^3): "
                       f"{p['predict_s']:.2f} s (import {p['import_s']:.2f}, inference {p['inference_s']:.2f}, "

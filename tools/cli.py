@@ -5,6 +5,7 @@
     dosepred phantoms previews data/phantoms/datalist.json
     dosepred openkbp convert <train-pats.tar.xz> <validation-pats.tar.xz> --out data/openkbp
     dosepred openkbp export <pred.nii.gz> <case folder> <pt_N.csv>
+    dosepred openkbp score <submission dir> <validation-pats dir> --out scores.json   # official scores, fast
     dosepred bundles sync                    # re-render bundles/* from bundles/_template
     dosepred bundles package <trained bundle> --configs configs/openkbp.json --out dist   # archive + weights
     dosepred evaluate <datalist> <predictions dir> --split validation --out eval/mine
@@ -31,7 +32,7 @@ from tools import benchmark, bundles, dicom, experiment, model_size, openkbp, ph
 COMMANDS = {
     "quickstart": quickstart.run,
     "phantoms": {"generate": phantoms.generate, "previews": phantoms.previews},
-    "openkbp": {"convert": openkbp.convert, "export": openkbp.export},
+    "openkbp": {"convert": openkbp.convert, "export": openkbp.export, "score": openkbp.score},
     "bundles": {"sync": bundles.sync, "package": bundles.package},
     "evaluate": report.evaluate,
     "report": report.report,

@@ -1,7 +1,9 @@
-"""OpenKBP: convert the official CSV layout to canonical cases, export predictions as submission CSVs."""
+"""OpenKBP: convert the official CSV layout to canonical cases, export predictions as submission CSVs, score
+submissions with the official definitions."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections import Counter
 import time
@@ -9,11 +11,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from custom_nets.io.atomic import remove_stale_temporaries, replace_directory
+from custom_nets.io.atomic import remove_stale_temporaries, replace_directory, write_text_atomic
 from custom_nets.io.canonical import read_case
 from custom_nets.io.datalist import SPLITS, write_datalist
 from custom_nets.io.openkbp import convert_openkbp, to_openkbp_grid, write_submission_csv
 from custom_nets.reports.dosimetric_evaluation import read_predicted_dose
+from custom_nets.reports.openkbp_scoring import score_submission
 
 
 def _split_of(source: Path) -> str:
@@ -79,3 +82,17 @@ def export(prediction: str, case: str, out: str) -> str:
     path = write_submission_csv(dose, mask, out)
     print(f"wrote {path}")
     return str(path)
+
+
+def score(submission: str, reference: str, out: str | None = None, workers: int | None = None) -> str:
+    """Score the submission CSVs in SUBMISSION (pt_N.csv) against the OpenKBP patients in REFERENCE (pt_N/ folders
+    with dose.csv), as the official scorer does; print the dose and DVH scores with each patient's dose error
+    (JSON), and write every figure (all DVH metrics) to OUT when given.
+    """
+    result = score_submission(submission, reference, workers=workers)
+    if out:
+        write_text_atomic(Path(out), json.dumps(result, indent=1) + "\n")
+    summary = {"dose_score": result["dose_score"], "dvh_score": result["dvh_score"],
+               "dose_error_per_patient": {name: p["dose_error"] for name, p in result["patients"].items()},
+               "ignored_predictions": result["ignored_predictions"], **({"figures": out} if out else {})}
+    return json.dumps(summary, indent=1)  # fire prints it

@@ -16,8 +16,10 @@ import io
 import lzma
 import re
 import tarfile
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,8 @@ __all__ = [
     "parse_sparse_csv",
     "case_from_openkbp_files",
     "read_openkbp_patient",
+    "OpenKBPReference",
+    "read_openkbp_reference",
     "iter_openkbp_patients",
     "convert_openkbp",
     "read_sparse_dose_csv",
@@ -71,27 +75,45 @@ def parse_sparse_csv(text: bytes | str, name: str = "<csv>", with_values: bool =
     header, _, body = text.partition(b"\n")
     if header.strip().replace(b" ", b"") not in (b",data", b"index,data"):
         raise ValueError(f"{name}: expected the header ',data', got {header[:40].decode(errors='replace')!r}")
-    if body.strip() and not body.endswith(b"\n"):
+    empty = not body or body.isspace()  # isspace stops at the first character; strip() would copy the file
+    if not empty and not body.endswith(b"\n"):
         raise ValueError(f"{name}: the last row has no newline: the file looks truncated")
-    if not body.strip():
+    if empty:
         return np.zeros(0, np.int64), (np.zeros(0) if with_values else None)
-    try:  # numpy's C reader: 8x faster than splitting rows in Python
-        table = np.loadtxt(io.BytesIO(body), delimiter=",", usecols=(0, 1) if with_values else (0,),
-                           ndmin=2, comments=None, dtype=np.float64)
-    except ValueError as err:
-        raise ValueError(f"{name}: unreadable row after the header ({err})") from err
-    flat = table[:, 0]
-    if not np.all(flat == np.round(flat)):
-        raise ValueError(f"{name}: flat indices must be integers")
-    indices = flat.astype(np.int64)
-    values = table[:, 1] if with_values else None
+    indices = None if with_values else _mask_indices(body)
+    values = None
+    if indices is None:
+        try:  # numpy's C reader: 8x faster than splitting rows in Python
+            table = np.loadtxt(io.BytesIO(body), delimiter=",", usecols=(0, 1) if with_values else (0,),
+                               ndmin=2, comments=None, dtype=np.float64)
+        except ValueError as err:
+            raise ValueError(f"{name}: unreadable row after the header ({err})") from err
+        flat = table[:, 0]
+        if not np.all(flat == np.round(flat)):
+            raise ValueError(f"{name}: flat indices must be integers")
+        indices = flat.astype(np.int64)
+        values = table[:, 1] if with_values else None
     if indices.min() < 0 or indices.max() >= size:
         raise ValueError(f"{name}: flat index out of range 0..{size - 1} (min {indices.min()}, max {indices.max()})")
-    if np.unique(indices).size != indices.size:
+    ordered = indices if np.all(indices[1:] > indices[:-1]) else np.sort(indices)  # OpenKBP's files are sorted
+    if np.any(ordered[1:] == ordered[:-1]):
         raise ValueError(f"{name}: repeated flat indices")
     if values is not None and not np.all(np.isfinite(values)):
         raise ValueError(f"{name}: non-finite values")
     return indices, values
+
+
+def _mask_indices(body: bytes) -> np.ndarray | None:
+    """The indices of a mask file's rows (``index,``), read as integers (4x faster than ``loadtxt``); ``None``
+    when a row is not exactly that, for ``loadtxt`` to read or to name the problem."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # older numpy warns where it stops reading early
+            indices = np.fromstring(body.replace(b",", b" "), dtype=np.int64, sep=" ")
+    except ValueError:
+        return None
+    rows = body.count(b"\n")
+    return indices if indices.size == rows and body.count(b",") == rows else None
 
 
 def _dense(indices: np.ndarray, values: np.ndarray | float, dtype: type) -> np.ndarray:
@@ -103,9 +125,70 @@ def _dense(indices: np.ndarray, values: np.ndarray | float, dtype: type) -> np.n
 def case_from_openkbp_files(case_id: str, files: dict[str, bytes], source: str = "") -> DoseCase:
     """Build a :class:`DoseCase` from the CSV files of one OpenKBP patient (file name -> content)."""
     where = source or case_id
-    for required in _REQUIRED:
-        if required not in files:
-            raise CaseError(case_id, f"{where}/{required}", "file is missing")
+    _check_file_names(case_id, where, files, _REQUIRED)
+    spacing = _spacing(case_id, where, files)
+    ct_idx, raw = _parse(case_id, where, files, "ct.csv", True)
+    ct_hu = np.full(OPENKBP_SHAPE, -1024, np.int16)  # voxels absent from ct.csv hold raw value 0
+    ct_hu.reshape(-1)[ct_idx] = np.clip(raw, 0, 4095) - 1024
+    mask_idx = _parse(case_id, where, files, "possible_dose_mask.csv", False)[0]
+    # ct.csv lists the non-zero voxels in flat-index order; a file cut at a row boundary still parses, but
+    # stops before the patient does (on the 202 OpenKBP patients at most 4 possible-dose voxels lie beyond)
+    beyond = int(np.count_nonzero(mask_idx > (ct_idx.max() if ct_idx.size else -1)))
+    if beyond > _MAX_FRACTION_BEYOND_CT * max(mask_idx.size, 1):
+        raise CaseError(case_id, f"{where}/ct.csv", f"the CT stops before {beyond} of the {mask_idx.size} "
+                        "possible-dose voxels: the file looks truncated")
+    structures = {name: _dense(idx, True, bool) for name, idx in _structure_indices(case_id, where, files).items()}
+    prescriptions = {t: OPENKBP.targets[t] for t in OPENKBP.targets if t in structures}
+    dose = None
+    if "dose.csv" in files:
+        dose = _planned_dose(case_id, where, files, mask_idx, prescriptions)
+    return DoseCase(case_id=case_id, profile=OPENKBP.name, affine=openkbp_affine(tuple(spacing)), ct_hu=ct_hu,
+                    possible_dose_mask=_dense(mask_idx, True, bool), structures=structures,
+                    prescriptions_gy=prescriptions, dose_gy=dose, source=source)
+
+
+@dataclass(frozen=True)
+class OpenKBPReference:
+    """What OpenKBP's scorer reads of a patient: the planned dose and the masks, not the CT.
+
+    Attributes:
+        case_id: ``pt_N``.
+        spacing_mm: voxel size along axes 0, 1, 2 (mm).
+        dose_gy: planned dose, float64 (128, 128, 128), exactly the CSV values.
+        possible_dose_mask: bool (128, 128, 128).
+        structures: contoured OpenKBP structures present, name -> bool (128, 128, 128).
+    """
+
+    case_id: str
+    spacing_mm: tuple[float, float, float]
+    dose_gy: np.ndarray
+    possible_dose_mask: np.ndarray
+    structures: dict[str, np.ndarray]
+
+
+def read_openkbp_reference(folder: str | Path) -> OpenKBPReference:
+    """Read the scoring reference of one OpenKBP patient folder (``pt_N/`` with ``dose.csv``); ``ct.csv`` is
+    neither needed nor read."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"OpenKBP patient folder {folder} does not exist")
+    files = {p.name: p.read_bytes() for p in folder.iterdir()
+             if p.is_file() and p.suffix == ".csv" and p.name != "ct.csv"}
+    case_id, where = folder.name, str(folder)
+    _check_file_names(case_id, where, files, ("dose.csv", "possible_dose_mask.csv", "voxel_dimensions.csv"))
+    spacing = _spacing(case_id, where, files)
+    mask_idx = _parse(case_id, where, files, "possible_dose_mask.csv", False)[0]
+    structures = {name: _dense(idx, True, bool) for name, idx in _structure_indices(case_id, where, files).items()}
+    prescriptions = {t: OPENKBP.targets[t] for t in OPENKBP.targets if t in structures}
+    return OpenKBPReference(case_id=case_id, spacing_mm=tuple(float(s) for s in spacing),
+                            dose_gy=_planned_dose(case_id, where, files, mask_idx, prescriptions),
+                            possible_dose_mask=_dense(mask_idx, True, bool), structures=structures)
+
+
+def _check_file_names(case_id: str, where: str, files: dict[str, bytes], required: tuple[str, ...]) -> None:
+    for name in required:
+        if name not in files:
+            raise CaseError(case_id, f"{where}/{name}", "file is missing")
     known = {f"{s}.csv" for s in OPENKBP.structures} | {"ct.csv", "dose.csv", "possible_dose_mask.csv",
                                                         "voxel_dimensions.csv"}
     unknown = sorted(set(files) - known)
@@ -113,46 +196,43 @@ def case_from_openkbp_files(case_id: str, files: dict[str, bytes], source: str =
         raise CaseError(case_id, f"{where}/{unknown[0]}",
                         f"unknown file(s) {unknown}; OpenKBP structures are {list(OPENKBP.structures)}")
 
-    def parse(name: str, with_values: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        try:
-            return parse_sparse_csv(files[name], f"{where}/{name}", with_values)
-        except ValueError as err:
-            raise CaseError(case_id, f"{where}/{name}", str(err)) from err
 
+def _parse(case_id: str, where: str, files: dict[str, bytes], name: str,
+           with_values: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        return parse_sparse_csv(files[name], f"{where}/{name}", with_values)
+    except ValueError as err:
+        raise CaseError(case_id, f"{where}/{name}", str(err)) from err
+
+
+def _spacing(case_id: str, where: str, files: dict[str, bytes]) -> np.ndarray:
     try:
         spacing = np.loadtxt(io.BytesIO(files["voxel_dimensions.csv"]), dtype=float).reshape(-1)
     except ValueError as err:
         raise CaseError(case_id, f"{where}/voxel_dimensions.csv", f"unreadable: {err}") from err
     if spacing.shape != (3,) or not np.all(spacing > 0):
         raise CaseError(case_id, f"{where}/voxel_dimensions.csv", f"expected 3 positive spacings, got {spacing}")
+    return spacing
 
-    ct_idx, raw = parse("ct.csv", True)
-    ct_hu = np.full(OPENKBP_SHAPE, -1024, np.int16)  # voxels absent from ct.csv hold raw value 0
-    ct_hu.reshape(-1)[ct_idx] = np.clip(raw, 0, 4095) - 1024
-    mask_idx = parse("possible_dose_mask.csv", False)[0]
-    possible = _dense(mask_idx, True, bool)
-    # ct.csv lists the non-zero voxels in flat-index order; a file cut at a row boundary still parses, but
-    # stops before the patient does (on the 202 OpenKBP patients at most 4 possible-dose voxels lie beyond)
-    beyond = int(np.count_nonzero(mask_idx > (ct_idx.max() if ct_idx.size else -1)))
-    if beyond > _MAX_FRACTION_BEYOND_CT * max(mask_idx.size, 1):
-        raise CaseError(case_id, f"{where}/ct.csv", f"the CT stops before {beyond} of the {mask_idx.size} "
-                        "possible-dose voxels: the file looks truncated")
+
+def _structure_indices(case_id: str, where: str, files: dict[str, bytes]) -> dict[str, np.ndarray]:
+    """Flat indices of every OpenKBP structure present, in the profile's order."""
     structures = {}
     for name in OPENKBP.structures:
         if f"{name}.csv" in files:
-            idx = parse(f"{name}.csv", False)[0]
+            idx = _parse(case_id, where, files, f"{name}.csv", False)[0]
             if idx.size == 0:
                 raise CaseError(case_id, f"{where}/{name}.csv", "structure file lists no voxel")
-            structures[name] = _dense(idx, True, bool)
-    prescriptions = {t: OPENKBP.targets[t] for t in OPENKBP.targets if t in structures}
-    dose = None
-    if "dose.csv" in files:
-        idx, values = parse("dose.csv", True)
-        _check_planned_dose(case_id, f"{where}/dose.csv", idx, values, mask_idx, prescriptions)
-        dose = _dense(idx, values, np.float64)  # exact CSV values; the canonical NIfTI stores float32
-    return DoseCase(case_id=case_id, profile=OPENKBP.name, affine=openkbp_affine(tuple(spacing)), ct_hu=ct_hu,
-                    possible_dose_mask=possible, structures=structures, prescriptions_gy=prescriptions,
-                    dose_gy=dose, source=source)
+            structures[name] = idx
+    return structures
+
+
+def _planned_dose(case_id: str, where: str, files: dict[str, bytes], mask_indices: np.ndarray,
+                  prescriptions_gy: dict[str, float]) -> np.ndarray:
+    """Dense float64 planned dose (the exact CSV values; the canonical NIfTI stores float32), checked."""
+    idx, values = _parse(case_id, where, files, "dose.csv", True)
+    _check_planned_dose(case_id, f"{where}/dose.csv", idx, values, mask_indices, prescriptions_gy)
+    return _dense(idx, values, np.float64)
 
 
 def _check_planned_dose(case_id: str, where: str, indices: np.ndarray, values: np.ndarray, mask_indices: np.ndarray,

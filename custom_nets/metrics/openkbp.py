@@ -35,12 +35,12 @@ def openkbp_dvh_metrics(dose_gy: np.ndarray, structures: Mapping[str, np.ndarray
     out: dict[str, float] = {}
     for roi in prof.oars:
         mask = structures.get(roi)
-        roi_dose = dose_gy[mask.astype(bool)] if mask is not None else np.empty(0)
+        roi_dose = dose_gy[mask.astype(bool, copy=False)] if mask is not None else np.empty(0)
         out[f"D_0.1_cc|{roi}"] = d_0_1_cc(roi_dose, voxel_volume_mm3) if roi_dose.size else np.nan
         out[f"mean|{roi}"] = float(roi_dose.mean()) if roi_dose.size else np.nan
     for roi in sorted(prof.targets, key=lambda t: prof.targets[t]):
         mask = structures.get(roi)
-        roi_dose = dose_gy[mask.astype(bool)] if mask is not None else np.empty(0)
+        roi_dose = dose_gy[mask.astype(bool, copy=False)] if mask is not None else np.empty(0)
         for metric, percent in zip(TARGET_METRICS, (99.0, 95.0, 1.0)):
             out[f"{metric}|{roi}"] = dose_at_volume_percent(roi_dose, percent)
     return out
