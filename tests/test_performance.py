@@ -52,14 +52,19 @@ def test_inference_modes_give_the_eager_dose(openkbp_bundles, openkbp_mini_datal
             assert bf16(x).dtype == torch.float32
 
 
-def test_fused_norm_keeps_float32_statistics_for_bf16_activations():
+@pytest.mark.parametrize("cases", [1, 2])  # one case: PyTorch's batch norm; more: the float32 passes
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_fused_norm_keeps_float32_statistics_for_bf16_activations(cases, layout):
     torch.manual_seed(0)
     fused = FusedInstanceNormAct3d(4, negative_slope=0.01)
-    x = torch.randn(1, 4, 16, 16, 16) * 50 + 300  # large mean, small spread: bf16 statistics would lose it
+    with torch.no_grad():
+        fused.weight.uniform_(0.5, 1.5)
+        fused.bias.uniform_(-0.5, 0.5)
+    x = (torch.randn(cases, 4, 16, 16, 16) * 50 + 300).to(memory_format=layout)  # bf16 statistics would lose it
     with torch.no_grad():
         expected = fused(x)
         out = fused(x.bfloat16())
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=layout)
     assert float((out.float() - expected).abs().mean()) < 0.02  # the input's own bf16 rounding (300 +- 1)
 
 
@@ -189,3 +194,14 @@ def test_low_memory_cache_dataset_caches_what_cache_dataset_caches():
     for a, b in zip(ours._cache, theirs._cache):
         assert torch.equal(a["image"], b["image"])
     assert torch.equal(ours[3]["image"], torch.full((1, 8, 8, 8), 6.0))
+
+
+def test_auto_inference_mode_is_bf16_exactly_where_the_cpu_has_native_bf16():
+    from custom_nets.performance.hardware import cpu_has_native_bf16
+    from custom_nets.performance.inference import OptimiseForInference, resolve_mode
+
+    assert resolve_mode("auto", torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "frozen")
+    assert resolve_mode("auto", torch.device("cuda")) == "frozen"  # CUDA's half precision is the configs' amp
+    assert resolve_mode("fast", torch.device("cpu")) == "fast"
+    with pytest.raises(ValueError, match="unknown inference mode 'fastest'"):
+        OptimiseForInference("fastest")

@@ -10,6 +10,7 @@ place of that reshape and applies scale, shift and the activation in place, keep
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from monai.networks.blocks import ADN
 from torch import nn
 
@@ -26,6 +27,12 @@ class FusedInstanceNormAct3d(nn.InstanceNorm3d):
         self.negative_slope = negative_slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1 and x.dtype in (torch.bfloat16, torch.float16):
+            # One case: its instance statistics are the batch statistics, and PyTorch's batch norm reads half
+            # precision in any layout with float accumulation, 4x faster here than the float32 passes below.
+            # (In float32 its one-pass variance loses ~1e-3 relative; half precision rounds coarser anyway.)
+            y = F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
+            return torch.relu_(y) if self.negative_slope == 0.0 else F.leaky_relu_(y, self.negative_slope)
         # Two passes (mean, then the mean square of the centred values) keep var_mean's accuracy at a third of
         # its cost here; the centred copy is then scaled, shifted and activated in place. Statistics accumulate
         # and stay in float32 whatever the activations' type (bf16 inference).
@@ -39,7 +46,7 @@ class FusedInstanceNormAct3d(nn.InstanceNorm3d):
             centred.mul_(scale.to(x.dtype))
         if self.negative_slope == 0.0:
             return torch.relu_(centred)
-        return torch.nn.functional.leaky_relu_(centred, self.negative_slope)
+        return F.leaky_relu_(centred, self.negative_slope)
 
 
 def fuse_instance_norm_activations(network: nn.Module) -> int:

@@ -17,8 +17,9 @@ and one in bf16:
   products in bf16, which CPUs with AVX512-BF16 or AMX run about twice as fast as fp32; instance-norm statistics
   in fp32), not scripted; the output is float32. A mask variant's prior stays fp32, so its thresholds do not move.
 
-The bundles' inference configs pick the mode (``inference_mode``); :class:`OptimiseForInference` applies it once
-the checkpoint is loaded.
+``auto``, the bundles' default, is ``bf16`` on a CPU with native bf16 and ``frozen`` elsewhere (CUDA's fp16 is the
+configs' ``amp``). The bundles' inference configs pick the mode (``inference_mode``); :class:`OptimiseForInference`
+applies it once the checkpoint is loaded.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ import torch
 from torch import nn
 
 from custom_nets.performance.fused_norm import fuse_instance_norm_activations
-from custom_nets.performance.hardware import synchronize
+from custom_nets.performance.hardware import cpu_has_native_bf16, synchronize
 
-__all__ = ["INFERENCE_MODES", "OptimiseForInference", "make_bf16", "make_fast", "prepare_network", "time_forward"]
+__all__ = ["INFERENCE_MODES", "OptimiseForInference", "make_bf16", "make_fast", "prepare_network", "resolve_mode",
+           "time_forward"]
 
 INFERENCE_MODES = ("eager", "torchscript", "frozen", "fast", "bf16")
+AUTO = "auto"
 
 
 #: Submodules whose output is thresholded (a mask variant's prior): masks are discontinuous in its dose, so any
@@ -90,8 +93,19 @@ def make_bf16(network: nn.Module) -> nn.Module:
     return _Autocast(network).eval()
 
 
+def resolve_mode(mode: str, device: torch.device) -> str:
+    """The concrete mode ``mode`` stands for on ``device``: ``auto`` is ``bf16`` on a CPU with native bf16
+    (measured: 0.002 Gy on the dose score of the 33 OpenKBP validation patients), ``frozen`` elsewhere."""
+    if mode == AUTO:
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "frozen"
+    if mode not in INFERENCE_MODES:
+        raise ValueError(f"unknown inference mode {mode!r}; choose from {(AUTO, *INFERENCE_MODES)}")
+    return mode
+
+
 def prepare_network(network: nn.Module, mode: str = "frozen") -> nn.Module:
-    """A copy of ``network`` ready to time or run in ``mode`` (one of :data:`INFERENCE_MODES`)."""
+    """A copy of ``network`` ready to time or run in ``mode`` (``auto`` or one of :data:`INFERENCE_MODES`)."""
+    mode = resolve_mode(mode, next(network.parameters()).device)
     network = copy.deepcopy(network).eval()
     if mode == "eager":
         return network
@@ -101,18 +115,15 @@ def prepare_network(network: nn.Module, mode: str = "frozen") -> nn.Module:
         return torch.jit.freeze(torch.jit.script(network))
     if mode == "fast":
         return make_fast(network)
-    if mode == "bf16":
-        return make_bf16(network)
-    raise ValueError(f"unknown inference mode {mode!r}; choose from {INFERENCE_MODES}")
+    return make_bf16(network)
 
 
 class OptimiseForInference:
     """Ignite handler: at ``Events.STARTED`` (list it after the ``CheckpointLoader``) replace the engine's network
     by its ``mode`` version (:func:`prepare_network`). ``eager`` leaves it as it is."""
 
-    def __init__(self, mode: str = "frozen") -> None:
-        if mode not in INFERENCE_MODES:
-            raise ValueError(f"unknown inference mode {mode!r}; choose from {INFERENCE_MODES}")
+    def __init__(self, mode: str = AUTO) -> None:
+        resolve_mode(mode, torch.device("cpu"))  # refuses an unknown mode before any work
         self.mode = mode
 
     def attach(self, engine) -> None:
@@ -121,8 +132,9 @@ class OptimiseForInference:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine) -> None:
-        if self.mode != "eager":
-            engine.network = prepare_network(engine.network, self.mode)
+        mode = resolve_mode(self.mode, next(engine.network.parameters()).device)
+        if mode != "eager":
+            engine.network = prepare_network(engine.network, mode)
 
 
 def time_forward(network: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, warmup: int = 1,
