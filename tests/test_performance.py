@@ -116,7 +116,9 @@ def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
     out = tmp_path / "benchmark.json"
     benchmark(bundles="cascunet_basic,cascunet_dm3", size=32, widths="cpu", modes="eager,frozen,fast", warmup=0,
               repeats=1, train="cpu", train_iterations=2, dataset_dir=str(openkbp_mini_datalist.parent),
-              openkbp_mini=str(mini), evaluation_cases=1, predict="frozen", overrides=json.dumps({**TINY_IDS, "num_workers": 0}),
+              openkbp_mini=str(mini), evaluation_cases=1, predict="frozen",
+              scoring_submission=str(mini / "scorer-check" / "predictions"),
+              scoring_reference=str(mini / "validation-pats"), overrides=json.dumps({**TINY_IDS, "num_workers": 0}),
               out=str(out))
     result = json.loads(out.read_text())
     assert result["matmul_peak_gflops"] > 0
@@ -134,6 +136,9 @@ def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
     scoring = result["scoring"]
     assert scoring["patients"] == 6 and scoring["max_difference_to_official_figures"] <= 1e-6
     assert scoring["ours_1_process_s_per_patient"] > 0
+    given = result["scoring_given"]
+    assert given["patients"] == 2 and given["ours_1_process_scores"] == given[next(
+        k for k in given if k.endswith("processes_scores"))]
     assert [(p["network_mode"], p["ratio"] > 0) for p in result["predict"]] == [("frozen", True)]
     table = out.with_suffix(".md").read_text()
     assert "cascunet_dm3" in table and "GFLOP / forward" in table and "predict" in table and "scoring" in table

@@ -116,6 +116,7 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
               train: str | list = "cpu", train_iterations: int = 3, train_precisions: str | list = "fp32,bf16",
               dataset_dir: str = "data/openkbp",
               openkbp_mini: str = str(OPENKBP_MINI), evaluation_cases: int = 2, official_open_kbp: str | None = None,
+              scoring_submission: str | None = None, scoring_reference: str | None = None,
               predict: str | list = "eager,frozen",
               overrides=None, device: str | None = None, threads: int | None = None,
               out: str = "runs/benchmark/benchmark.json") -> str:
@@ -134,6 +135,8 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
         openkbp_mini: OpenKBP patients (train-pats/, validation-pats/) to time conversion, evaluation and scoring
             on (scoring: the submission of its scorer-check/ against its six patients).
         official_open_kbp: a clone of ababier/open-kbp, to time the official scorer on the same patients.
+        scoring_submission, scoring_reference: a submission folder and a folder of OpenKBP patients to time
+            scoring on as well (e.g. a model's validation predictions against the unpacked validation-pats).
         predict: inference modes in which to time `predict` end to end against the network time ("" for none).
         overrides: config ids for every bundle, e.g. '{"widths_a": [2,4,8,16,32]}' (tests use tiny widths).
     """
@@ -161,6 +164,8 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
             result["conversion"], mini_datalist = _time_conversion(Path(openkbp_mini), work)
             result["evaluation"] = _time_evaluation(mini_datalist, evaluation_cases)
             result["scoring"] = _time_scoring(Path(openkbp_mini), work, official_open_kbp)
+        if scoring_submission and scoring_reference:
+            result["scoring_given"] = benchmark_scoring(scoring_submission, scoring_reference, official_open_kbp)
             if not data.is_file():
                 data = mini_datalist
         result["training"] = []
@@ -214,12 +219,17 @@ def markdown_summary(result: dict) -> str:
         lines += ["", f"OpenKBP conversion: {result['conversion']['s_per_patient']:.2f} s per patient "
                       f"({result['conversion']['patients']} patients); evaluation (all metrics, gamma 3%/2 mm): "
                       f"{result['evaluation']['s_per_case']:.2f} s per case."]
-    if "scoring" in result:
-        scoring = result["scoring"]
-        timings = ", ".join(f"{key.removesuffix('_s_per_patient').replace('_', ' ')} {value:.3f} s"
-                            for key, value in scoring.items() if key.endswith("_s_per_patient"))
-        lines += ["", f"OpenKBP scoring, seconds per patient ({scoring['patients']} patients): {timings}; largest "
-                      f"difference from the official figures: {scoring['max_difference_to_official_figures']:.1e} Gy."]
+    for key, what in (("scoring", "the scorer-check submission"), ("scoring_given", "the given submission")):
+        if key in result:
+            scoring = result[key]
+            timings = ", ".join(f"{name.removesuffix('_s_per_patient').replace('_', ' ')} {value:.3f} s"
+                                for name, value in scoring.items() if name.endswith("_s_per_patient"))
+            scores = ", ".join(f"{name.removesuffix('_scores').replace('_', ' ')} {dose:.6f} / {dvh:.6f}"
+                               for name, (dose, dvh) in ((n, v) for n, v in scoring.items() if n.endswith("_scores")))
+            lines += ["", f"OpenKBP scoring of {what}, seconds per patient ({scoring['patients']} patients): "
+                          f"{timings}; dose / DVH scores: {scores}" + (
+                              f"; largest difference from the official figures: "
+                              f"{scoring['max_difference_to_official_figures']:.1e} Gy." if key == "scoring" else ".")]
     for p in result.get("predict", []):
         lines += ["", f"predict ({p['bundle']}, {p['network_mode']}, CT {p['ct_shape']} -> {p['grid']}^3): "
                       f"{p['predict_s']:.2f} s (import {p['import_s']:.2f}, inference {p['inference_s']:.2f}, "
