@@ -99,3 +99,10 @@ def test_score_command_refuses_a_missing_or_damaged_prediction(mini_reference, t
     (submission / f"{PATIENTS[-1]}.csv").write_bytes(text[: len(text) // 2])
     with pytest.raises(ValueError, match=f"{PATIENTS[-1]}.csv: the last row has no newline"):
         score(str(submission), str(mini_reference), workers=1)
+
+
+def test_score_command_refuses_a_bad_number_of_workers(mini_reference, tmp_path):
+    check = require_shared("data/openkbp/mini/scorer-check")
+    for workers in (0, "two"):
+        with pytest.raises(ValueError, match="--workers must be a positive number of processes"):
+            score(str(check / "predictions"), str(mini_reference), workers=workers)

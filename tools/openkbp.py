@@ -89,6 +89,8 @@ def score(submission: str, reference: str, out: str | None = None, workers: int 
     with dose.csv), as the official scorer does; print the dose and DVH scores with each patient's dose error
     (JSON), and write every figure (all DVH metrics) to OUT when given.
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"--workers must be a positive number of processes, got {workers!r}")
     result = score_submission(submission, reference, workers=workers)
     if out:
         write_text_atomic(Path(out), json.dumps(result, indent=1) + "\n")
