@@ -24,7 +24,7 @@ import pydicom
 import pytest
 import torch
 
-from conftest import TINY, run_dciodvfy
+from conftest import CONFIGS, TINY, run_bundle, run_dciodvfy
 from custom_nets.bundle_packaging import package_bundle, sha256_of
 from custom_nets.io.canonical import PREDICTED_DOSE_FILE, read_case
 from custom_nets.io.datalist import load_datalist
@@ -200,7 +200,18 @@ def _predict_case(entry: dict, preprocessing, inferer, network, postprocessing, 
     postprocessing(data)
 
 
-def test_monai_deploy_loading_contract(fetched_bundle, openkbp_bundles, openkbp_mini_datalist, tmp_path,
+@pytest.fixture(scope="module")
+def fp32_predictions(openkbp_bundles, openkbp_mini_datalist, tmp_path_factory) -> Path:
+    """The basic bundle's validation predictions in fp32 (``frozen``): MONAI Deploy and Label run the network as
+    they load it, without the bundle's ``inference_mode`` (``auto``: bf16 on CPUs with native bf16)."""
+    out = tmp_path_factory.mktemp("fp32_predictions")
+    run_bundle(openkbp_bundles / "cascunet_basic", "run", "--config_file", CONFIGS["infer"], "--dataset_dir",
+               str(openkbp_mini_datalist.parent), *TINY, "--split", "validation", "--inference_mode", "frozen",
+               "--output_dir", str(out))
+    return out
+
+
+def test_monai_deploy_loading_contract(fetched_bundle, fp32_predictions, openkbp_mini_datalist, tmp_path,
                                        monkeypatch):
     from monai.bundle import ConfigParser
 
@@ -228,12 +239,12 @@ def test_monai_deploy_loading_contract(fetched_bundle, openkbp_bundles, openkbp_
     monkeypatch.chdir(tmp_path)  # inference.json writes to $bundle_root/predictions, bundle_root "." here
     for entry in load_datalist(openkbp_mini_datalist, "validation"):
         _predict_case(entry, preprocessing, inferer, network, postprocessing, device)
-        original = openkbp_bundles / "cascunet_basic" / "predictions" / entry["case_id"] / PREDICTED_DOSE_FILE
+        original = fp32_predictions / entry["case_id"] / PREDICTED_DOSE_FILE
         np.testing.assert_allclose(_load(tmp_path / "predictions" / entry["case_id"] / PREDICTED_DOSE_FILE),
                                    _load(original), atol=1e-4)
 
 
-def test_monai_label_loading_contract(fetched_bundle, openkbp_bundles, openkbp_mini_datalist, tmp_path):
+def test_monai_label_loading_contract(fetched_bundle, fp32_predictions, openkbp_mini_datalist, tmp_path):
     from monai.bundle import ConfigParser
 
     # BundleInferTask: configs/inference.json alone, bundle_root set to the bundle folder, network_def + model.pt.
@@ -257,6 +268,6 @@ def test_monai_label_loading_contract(fetched_bundle, openkbp_bundles, openkbp_m
     postprocessing = parser.get_parsed_content("postprocessing", instantiate=True)
     for entry in load_datalist(openkbp_mini_datalist, "validation"):
         _predict_case(entry, preprocessing, inferer, network, postprocessing, device)
-        original = openkbp_bundles / "cascunet_basic" / "predictions" / entry["case_id"] / PREDICTED_DOSE_FILE
+        original = fp32_predictions / entry["case_id"] / PREDICTED_DOSE_FILE
         np.testing.assert_allclose(_load(tmp_path / "predictions" / entry["case_id"] / PREDICTED_DOSE_FILE),
                                    _load(original), atol=1e-4)
