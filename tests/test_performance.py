@@ -152,7 +152,6 @@ def test_the_official_scorer_is_looked_for_in_a_clone_of_open_kbp(tmp_path):
 
 
 _FREED_BLOCKS = """
-import sys
 import numpy as np
 from custom_nets.performance.memory import release_free_memory
 

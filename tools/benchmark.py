@@ -224,8 +224,8 @@ def markdown_summary(result: dict) -> str:
             scoring = result[key]
             timings = ", ".join(f"{name.removesuffix('_s_per_patient').replace('_', ' ')} {value:.3f} s"
                                 for name, value in scoring.items() if name.endswith("_s_per_patient"))
-            scores = ", ".join(f"{name.removesuffix('_scores').replace('_', ' ')} {dose:.6f} / {dvh:.6f}"
-                               for name, (dose, dvh) in ((n, v) for n, v in scoring.items() if n.endswith("_scores")))
+            scores = ", ".join(f"{name.removesuffix('_scores').replace('_', ' ')} {value[0]:.6f} / {value[1]:.6f}"
+                               for name, value in scoring.items() if name.endswith("_scores"))
             lines += ["", f"OpenKBP scoring of {what}, seconds per patient ({scoring['patients']} patients): "
                           f"{timings}; dose / DVH scores: {scores}" + (
                               f"; largest difference from the official figures: "

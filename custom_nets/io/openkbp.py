@@ -38,6 +38,7 @@ __all__ = [
     "read_openkbp_patient",
     "OpenKBPReference",
     "read_openkbp_reference",
+    "patient_folders",
     "iter_openkbp_patients",
     "convert_openkbp",
     "read_sparse_dose_csv",
@@ -170,10 +171,7 @@ def read_openkbp_reference(folder: str | Path) -> OpenKBPReference:
     """Read the scoring reference of one OpenKBP patient folder (``pt_N/`` with ``dose.csv``); ``ct.csv`` is
     neither needed nor read."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"OpenKBP patient folder {folder} does not exist")
-    files = {p.name: p.read_bytes() for p in folder.iterdir()
-             if p.is_file() and p.suffix == ".csv" and p.name != "ct.csv"}
+    files = _csv_files(folder, skip=("ct.csv",))
     case_id, where = folder.name, str(folder)
     _check_file_names(case_id, where, files, ("dose.csv", "possible_dose_mask.csv", "voxel_dimensions.csv"))
     spacing = _spacing(case_id, where, files)
@@ -254,10 +252,23 @@ def _check_planned_dose(case_id: str, where: str, indices: np.ndarray, values: n
 def read_openkbp_patient(folder: str | Path) -> DoseCase:
     """Read one unpacked OpenKBP patient folder (``pt_N/``)."""
     folder = Path(folder)
+    return case_from_openkbp_files(folder.name, _csv_files(folder), source=str(folder))
+
+
+def _csv_files(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """File name -> content of the CSV files of one patient folder, but those named in ``skip``."""
     if not folder.is_dir():
         raise FileNotFoundError(f"OpenKBP patient folder {folder} does not exist")
-    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.suffix == ".csv"}
-    return case_from_openkbp_files(folder.name, files, source=str(folder))
+    return {p.name: p.read_bytes() for p in folder.iterdir()
+            if p.is_file() and p.suffix == ".csv" and p.name not in skip}
+
+
+def patient_folders(source: str | Path) -> list[Path]:
+    """The ``pt_N/`` folders of ``source`` in patient order (``source`` itself when it is one)."""
+    source = Path(source)
+    folders = [source] if _PATIENT_RE.match(source.name) else [p for p in source.iterdir()
+                                                                 if p.is_dir() and _PATIENT_RE.match(p.name)]
+    return sorted(folders, key=lambda p: int(p.name[3:]))
 
 
 def iter_openkbp_patients(source: str | Path) -> Iterator[tuple[str, dict[str, bytes], str]]:
@@ -268,11 +279,8 @@ def iter_openkbp_patients(source: str | Path) -> Iterator[tuple[str, dict[str, b
     """
     source = Path(source)
     if source.is_dir():
-        folders = [source] if _PATIENT_RE.match(source.name) else [p for p in source.iterdir()
-                                                                     if p.is_dir() and _PATIENT_RE.match(p.name)]
-        for folder in sorted(folders, key=lambda p: int(p.name[3:])):
-            files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.suffix == ".csv"}
-            yield folder.name, files, str(folder)
+        for folder in patient_folders(source):
+            yield folder.name, _csv_files(folder), str(folder)
         return
     if not source.is_file():
         raise FileNotFoundError(f"OpenKBP source {source} is neither a folder nor an archive")

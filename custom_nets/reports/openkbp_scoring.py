@@ -7,20 +7,17 @@ CSV reader; the figures equal the official scorer's to 1e-6 (``tests/test_openkb
 from __future__ import annotations
 
 import math
-import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from custom_nets.io.openkbp import read_openkbp_reference, read_sparse_dose_csv
+from custom_nets.io.openkbp import patient_folders, read_openkbp_reference, read_sparse_dose_csv
 from custom_nets.performance.hardware import cpu_threads
 from custom_nets.metrics.openkbp import dose_error, dose_score, dvh_score, openkbp_dvh_metrics
 
 __all__ = ["reference_patients", "score_patient", "score_submission"]
-
-_PATIENT_RE = re.compile(r"^pt_(\d+)$")
 
 
 def reference_patients(reference_dir: str | Path) -> list[Path]:
@@ -28,10 +25,10 @@ def reference_patients(reference_dir: str | Path) -> list[Path]:
     reference_dir = Path(reference_dir)
     if not reference_dir.is_dir():
         raise FileNotFoundError(f"reference folder {reference_dir} does not exist")
-    folders = [p for p in reference_dir.iterdir() if p.is_dir() and _PATIENT_RE.match(p.name)]
+    folders = [p for p in patient_folders(reference_dir) if p != reference_dir]  # a split's folder, not a patient
     if not folders:
         raise FileNotFoundError(f"{reference_dir}: no OpenKBP patient folder (pt_N/) in it")
-    return sorted(folders, key=lambda p: int(p.name[3:]))
+    return folders
 
 
 def score_submission(submission_dir: str | Path, reference_dir: str | Path, workers: int | None = None,
