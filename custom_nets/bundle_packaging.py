@@ -23,7 +23,7 @@ from monai.bundle import ConfigParser, ckpt_export
 
 from custom_nets.io.atomic import atomic_file, write_text_atomic
 
-__all__ = ["PackagedBundle", "merge_configs", "package_bundle", "sha256_of"]
+__all__ = ["PackagedBundle", "large_files_yaml", "merge_configs", "package_bundle", "sha256_of"]
 
 CUSTOM_NETS_DIR = Path(__file__).resolve().parent
 MERGED_CONFIGS = ("inference.json", "train.json")
@@ -117,12 +117,8 @@ def package_bundle(bundle: str | Path, out_dir: str | Path, weights: str | Path 
         entries.append({"path": relative, "url": f"{base_url}/{asset.name}", "hash_val": sha256_of(asset),
                         "hash_type": "sha256"})
     (root / "models").rmdir()
-    lines = ["# Weights of this bundle: `python -m monai.bundle download_large_files --bundle_path <bundle>`", "",
-             "large_files:"]
-    for entry in entries:
-        lines += [f'  - path: "{entry["path"]}"', f'    url: "{entry["url"]}"',
-                  f'    hash_val: "{entry["hash_val"]}"', f'    hash_type: "{entry["hash_type"]}"']
-    write_text_atomic(root / "large_files.yml", "\n".join(lines) + "\n")
+    write_text_atomic(root / "large_files.yml", large_files_yaml(
+        entries, "# Weights of this bundle: `python -m monai.bundle download_large_files --bundle_path <bundle>`"))
     _append_packaging_note(root / "docs" / "README.md", override_files, overrides, entries)
 
     archive = out_dir / f"{name}_v{version}.zip"
@@ -133,6 +129,15 @@ def package_bundle(bundle: str | Path, out_dir: str | Path, weights: str | Path 
                     zf.write(path, path.relative_to(stage).as_posix())
     shutil.rmtree(stage)
     return PackagedBundle(archive, assets, entries)
+
+
+def large_files_yaml(entries: Sequence[Mapping[str, str]], comment: str) -> str:
+    """``large_files.yml`` text: ``comment``, then one {path, url, hash_val, hash_type} entry per file."""
+    lines = [comment, "", "large_files:"]
+    for entry in entries:
+        lines += [f'  - path: "{entry["path"]}"', f'    url: "{entry["url"]}"',
+                  f'    hash_val: "{entry["hash_val"]}"', f'    hash_type: "{entry["hash_type"]}"']
+    return "\n".join(lines) + "\n"
 
 
 def _append_packaging_note(readme: Path, override_files: Sequence[str], overrides: Mapping | None,

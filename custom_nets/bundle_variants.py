@@ -17,15 +17,23 @@ from pathlib import Path
 from string import Template
 
 from custom_nets import __version__
+from custom_nets.bundle_packaging import large_files_yaml
 from custom_nets.profiles import LUNG, OPENKBP, DatasetProfile, dose_mask_thresholds
 
-__all__ = ["BundleVariant", "VARIANTS", "render_bundle", "metadata", "profile_metadata", "SCHEMA_URL"]
+__all__ = ["BundleVariant", "VARIANTS", "render_bundle", "metadata", "profile_metadata", "SCHEMA_URL",
+           "openkbp_cpu_config", "pretrained_records", "PRETRAINED_CONFIG"]
 
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 BUNDLE_VERSION = "0.1.0"
 #: Versions the bundles were tested with (fixed here so that rendering does not depend on the machine).
 TESTED_VERSIONS = {"monai": "1.6.1", "torch": "2.13.0", "numpy": "2.4.6", "nibabel": "5.4.2",
                    "pytorch-ignite": "0.5.5", "scipy": "1.17.1", "pydicom": "3.0.2"}
+#: The override config of the shipped OpenKBP weights, and the template file that records them (written by
+#: ``dosepred pretrained ship``: version, sha256, training run, validation scores).
+PRETRAINED_CONFIG = "openkbp_cpu.json"
+PRETRAINED_RECORDS = "pretrained.json"
+#: Validate the shipped models' training runs every this many epochs (of ``iterations_per_epoch``).
+PRETRAINED_VAL_INTERVAL = 5
 _CONFIGS = ("train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "cpu.json", "openkbp.json",
             "logging.conf")
 
@@ -58,6 +66,8 @@ class BundleVariant:
         config_overrides: per config file, top-level keys replaced in the template's config.
         extra_configs: further config files of this bundle only (e.g. ablation overrides).
         model_text, schedule_text, references: the variant's paragraphs of docs/README.md.
+        pretrained_iterations: the variant ships OpenKBP weights trained for this many iterations at the CPU
+            profile (``configs/openkbp_cpu.json``); None: no weights.
     """
 
     name: str
@@ -69,6 +79,7 @@ class BundleVariant:
     model_text: str = CASCADE_MODEL_TEXT
     schedule_text: str = CASCADE_SCHEDULE_TEXT
     references: str = CASCADE_REFERENCES
+    pretrained_iterations: int | None = None
 
     def input_channel_names(self, profile: DatasetProfile = LUNG) -> list[str]:
         names = profile.input_channel_names()  # a mask variant makes its masks inside the network
@@ -140,16 +151,19 @@ RANDOSE = BundleVariant(
         "random flips of x and z, axial rotation by multiples of 40 degrees, translation up to 20 voxels."),
     references=("- Region-aware attention network for radiotherapy dose prediction (RANDose), MICCAI 2025\n"
                 "  (../shared/papers in the project)."),
+    pretrained_iterations=3000,
 )
 
 VARIANTS: dict[str, BundleVariant] = {
     v.name: v
     for v in (
-        BundleVariant("cascunet_basic", "CascU-Net-B: basic cascade (CT, PTV, OARs, body)", None),
+        BundleVariant("cascunet_basic", "CascU-Net-B: basic cascade (CT, PTV, OARs, body)", None,
+                      pretrained_iterations=4000),
         BundleVariant("cascunet_dm3", "CascU-Net-DM3: cascade with 3 dose masks", "3"),
         BundleVariant("cascunet_dm5", "CascU-Net-DM5: cascade with 5 dose masks", "5"),
         BundleVariant("cascunet_dm7", "CascU-Net-DM7: cascade with 7 dose masks", "7"),
-        BundleVariant("cascunet_dm10", "CascU-Net-DM10: cascade with 10 dose masks", "10"),
+        BundleVariant("cascunet_dm10", "CascU-Net-DM10: cascade with 10 dose masks", "10",
+                      pretrained_iterations=3000),  # the best prior-mask variant of docs/results/cpu-budget.md
         RANDOSE,
     )
 }
@@ -172,18 +186,42 @@ def profile_metadata(variant: BundleVariant, profile: DatasetProfile) -> dict:
             "label_classes": f"dose / reference dose ({profile.reference_dose_gy:g} Gy)"}
 
 
-def metadata(variant: BundleVariant) -> dict:
-    """``configs/metadata.json`` of a variant (MONAI meta_schema_20240725), for the default lung profile."""
+def openkbp_cpu_config(variant: BundleVariant, template_dir: str | Path) -> dict:
+    """``configs/openkbp_cpu.json``: everything the shipped OpenKBP weights were trained with in one override
+    (``openkbp.json``, then ``cpu.json``, then the training length), layered on ``train.json`` or
+    ``inference.json``."""
+    if not variant.pretrained_iterations:
+        raise ValueError(f"{variant.name} ships no pretrained weights")
+    config: dict = {}
+    for name in ("openkbp.json", "cpu.json"):
+        config.update(json.loads((Path(template_dir) / "configs" / name).read_text()))
+        config.update(variant.config_overrides.get(name, {}))
+    return {**config, "max_iterations": variant.pretrained_iterations, "val_interval": PRETRAINED_VAL_INTERVAL}
+
+
+def pretrained_records(template_dir: str | Path) -> dict[str, dict]:
+    """Bundle name -> the record of its shipped weights (``bundles/_template/pretrained.json``; none yet: {})."""
+    path = Path(template_dir) / PRETRAINED_RECORDS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def metadata(variant: BundleVariant, record: Mapping | None = None) -> dict:
+    """``configs/metadata.json`` of a variant (MONAI meta_schema_20240725), for the default lung profile; with
+    ``record`` (see :func:`pretrained_records`), the version, changelog and performance of its shipped weights."""
     channels = variant.input_channel_names()
     fractions = _fractions(variant)
     masks = (f" Its {len(fractions)} dose masks (dose >= {', '.join(f'{round(100 * f)}%' for f in fractions)} of "
              "the reference dose) come from a frozen prior (the basic cascade) inside the network, so the input is "
              "the same as the basic bundle's.") if fractions else ""
     spatial = ["16*(n+1)"] * 3  # the networks halve the grid 4 times; instance norm needs 2^3 at the bottom
+    changelog = {BUNDLE_VERSION: "first release: CascU-Net cascade, lung and OpenKBP profiles, CPU profile"}
+    if record:
+        changelog = {record["version"]: f"OpenKBP weights (models/model.pt, {PRETRAINED_CONFIG})", **changelog}
     return {
         "schema": SCHEMA_URL,
-        "version": BUNDLE_VERSION,
-        "changelog": {BUNDLE_VERSION: "first release: CascU-Net cascade, lung and OpenKBP profiles, CPU profile"},
+        "version": record["version"] if record else BUNDLE_VERSION,
+        "changelog": changelog,
+        **({"performance": _performance(record)} if record else {}),
         "monai_version": TESTED_VERSIONS["monai"],
         "pytorch_version": TESTED_VERSIONS["torch"],
         "numpy_version": TESTED_VERSIONS["numpy"],
@@ -236,7 +274,49 @@ def metadata(variant: BundleVariant) -> dict:
     }
 
 
-def _docs(variant: BundleVariant, template: str) -> str:
+def _performance(record: Mapping) -> dict:
+    """metadata.json's ``performance``: what the shipped weights score, and on what."""
+    return {"configs": ["configs/inference.json", f"configs/{PRETRAINED_CONFIG}"],
+            "training_data": record["training_data"], "selection_data": record["validation_data"],
+            "iterations": record["iterations"], "best_iteration": record["best_iteration"],
+            "training_wall_time_min": record["wall_time_min"], "machine": record["machine"],
+            "validation": record["validation"]}
+
+
+def _pretrained_text(variant: BundleVariant, record: Mapping | None) -> str:
+    if not record:
+        return ""
+    rows = "\n".join(f"| {mode} | {scores['dose_score_gy']:.3f} | {scores['dvh_score_gy']:.3f} |"
+                      for mode, scores in record["validation"].items())
+    extra = record.get("training_overrides")
+    if extra:
+        return (f"\n### Shipped OpenKBP weights (version {record['version']})\n\n`models/model.pt` was trained with "
+                f"`configs/{PRETRAINED_CONFIG}` and the ids {json.dumps(extra)}: a trial run, not the "
+                "shipped recipe; no figure is reported for it.\n")
+    prior = (" Its prior is the basic cascade shipped in `cascunet_basic` (stored inside this checkpoint too)."
+             if variant.dose_mask_set else "")
+    return f"""
+### Shipped OpenKBP weights (version {record["version"]})
+
+`models/model.pt` ({record["size_mb"]:.1f} MB, {record["storage_dtype"]}; sha256 in `large_files.yml`) was
+trained with `configs/{PRETRAINED_CONFIG}` on {record["training_data"]}: {record["iterations"]} iterations,
+batch 2, 64^3 network input, bf16 autocast, {record["wall_time_min"]:.0f} min on {record["machine"]}. The
+checkpoint is the one with the best validation dose score (iteration {record["best_iteration"]}), selected on
+{record["validation_data"]}, where it scores (official OpenKBP definitions, flip TTA, mask source
+`prior` for a mask variant):{prior}
+
+| inference | dose score (Gy) | DVH score (Gy) |
+| --- | --- | --- |
+{rows}
+
+```bash
+python -m monai.bundle run --config_file "['configs/inference.json','configs/evaluate.json','configs/{PRETRAINED_CONFIG}']" \\
+    --dataset_dir <converted OpenKBP> --split validation --inference_mode frozen
+```
+"""
+
+
+def _docs(variant: BundleVariant, template: str, record: Mapping | None = None) -> str:
     fractions = _fractions(variant)
     channels = variant.input_channel_names()
     table = "| channel | content |\n| --- | --- |\n" + "\n".join(f"| {i} | {c} |" for i, c in enumerate(channels))
@@ -263,9 +343,10 @@ def _docs(variant: BundleVariant, template: str) -> str:
         training_text = ""
         mask_note = ""
     return Template(template).substitute(
-        title=variant.title, summary=metadata(variant)["description"], channel_table=table,
+        title=variant.title, summary=metadata(variant, record)["description"], channel_table=table,
         reference_dose_gy=f"{LUNG.reference_dose_gy:g}", variant_text=variant_text, training_text=training_text,
         mask_note=mask_note, model_text=variant.model_text, schedule_text=variant.schedule_text,
+        pretrained_text=_pretrained_text(variant, record),
         references=variant.references + "\n" + OPENKBP_REFERENCE)
 
 
@@ -288,13 +369,22 @@ def render_bundle(variant: BundleVariant | str, template_dir: str | Path, out_di
         (out_dir / "configs" / name).write_text(text)
     for name, config in variant.extra_configs.items():
         (out_dir / "configs" / name).write_text(json.dumps(config, indent=4) + "\n")
-    (out_dir / "configs" / "metadata.json").write_text(json.dumps(metadata(variant), indent=4) + "\n")
+    if variant.pretrained_iterations:
+        (out_dir / "configs" / PRETRAINED_CONFIG).write_text(
+            json.dumps(openkbp_cpu_config(variant, template_dir), indent=4) + "\n")
+    record = pretrained_records(template_dir).get(variant.name)
+    (out_dir / "configs" / "metadata.json").write_text(json.dumps(metadata(variant, record), indent=4) + "\n")
     (out_dir / "configs" / "metadata_openkbp.json").write_text(json.dumps(profile_metadata(variant, OPENKBP),
                                                                           indent=4) + "\n")
-    (out_dir / "docs" / "README.md").write_text(_docs(variant, (template_dir / "docs" / "README.md").read_text()))
+    (out_dir / "docs" / "README.md").write_text(_docs(variant, (template_dir / "docs" / "README.md").read_text(),
+                                                      record))
     shutil.copyfile(template_dir / "docs" / "data_license.txt", out_dir / "docs" / "data_license.txt")
     shutil.copyfile(template_dir / "LICENSE", out_dir / "LICENSE")
-    (out_dir / "large_files.yml").write_text(
-        "# Pretrained weights are not committed. Entries: {path, url, hash_val, hash_type}.\n"
-        "large_files: []\n")
+    if record:  # committed beside this file: download_large_files only checks the sha256 (the url is for a copy)
+        entries = [{"path": "models/model.pt", "url": "", "hash_val": record["sha256"], "hash_type": "sha256"}]
+        text = large_files_yaml(entries, "# The shipped weights, committed with the bundle: `python -m monai.bundle "
+                                         "download_large_files --bundle_path <bundle>` checks their sha256.")
+    else:
+        text = "# No pretrained weights for this bundle. Entries: {path, url, hash_val, hash_type}.\nlarge_files: []\n"
+    (out_dir / "large_files.yml").write_text(text)
     return out_dir

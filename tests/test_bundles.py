@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import BUNDLES, CONFIGS, MASK_BUNDLES, REPO_ROOT, TINY, require_shared, run_bundle
-from custom_nets.bundle_variants import render_bundle
+from custom_nets.bundle_variants import PRETRAINED_CONFIG, VARIANTS, render_bundle
 from custom_nets.io.canonical import read_case
 from custom_nets.io.datalist import load_datalist
 from custom_nets.io.openkbp import read_sparse_dose_csv, to_openkbp_grid
@@ -42,6 +42,10 @@ def test_verify_metadata_and_net_in_out_at_their_defaults(name):
     verify_net_in_out(net_id="network_def", meta_file=[str(configs / "metadata.json"),
                                                        str(configs / "metadata_openkbp.json")],
                       config_file=[str(configs / c) for c in ("inference.json", "openkbp.json", "cpu.json")])
+    if VARIANTS[name].pretrained_iterations:  # the one override of the shipped weights
+        verify_net_in_out(net_id="network_def", meta_file=[str(configs / "metadata.json"),
+                                                           str(configs / "metadata_openkbp.json")],
+                          config_file=[str(configs / "inference.json"), str(configs / PRETRAINED_CONFIG)])
 
 
 @pytest.mark.parametrize("name", BUNDLES)

@@ -320,3 +320,21 @@ def _reoriented_affine(case, codes) -> np.ndarray:
     target = nib.orientations.axcodes2ornt(codes)
     transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(case.affine), target)
     return image.as_reoriented(transform).affine
+
+
+def test_an_openkbp_patient_folder_as_published_exports_like_its_converted_case(openkbp_mini_datalist, tmp_path):
+    """`dosepred dicom export <OpenKBP pt folder>` reads the CSVs directly: the same CT and structures as the
+    converted case's export, the dose within a quantisation step (the CSV dose is float64, the case's float32)."""
+    from tools.dicom import export
+
+    published = require_shared("data/openkbp/mini/validation-pats/pt_201")
+    direct = import_dicom_case(Path(export(str(published), str(tmp_path / "direct"))), "openkbp").case
+    converted = import_dicom_case(Path(export(str(openkbp_mini_datalist.parent / "cases" / "pt_201"),
+                                              str(tmp_path / "converted"))), "openkbp").case
+    np.testing.assert_array_equal(direct.ct_hu, converted.ct_hu)
+    np.testing.assert_allclose(direct.affine, converted.affine, atol=1e-4)  # the case stores float32 spacing
+    assert set(direct.structures) == set(converted.structures)
+    for name, mask in converted.structures.items():
+        np.testing.assert_array_equal(direct.structures[name], mask, err_msg=name)
+    assert direct.prescriptions_gy == converted.prescriptions_gy
+    assert np.abs(direct.dose_gy - converted.dose_gy).max() < 1.5e-3

@@ -17,6 +17,8 @@
     dosepred benchmark --bundles cascunet_basic,randose --size 128   # speed table (JSON + Markdown)
     dosepred experiment cpu-budget --data data/openkbp   # the cascade paper's experiment at a CPU budget + report
     dosepred experiment pooling-floor --data data/openkbp   # the dose score the 64^3 network grid allows at best
+    dosepred pretrained train cascunet_basic --data data/openkbp   # train a bundle's shipped OpenKBP weights
+    dosepred pretrained ship cascunet_basic --data data/openkbp    # -> bundles/cascunet_basic/models/model.pt
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import sys
 
 import fire
 
-from tools import benchmark, bundles, dicom, experiment, model_size, openkbp, phantoms, quickstart, report
+from tools import benchmark, bundles, dicom, experiment, model_size, openkbp, phantoms, pretrained, quickstart, report
 
 
 COMMANDS = {
@@ -41,6 +43,7 @@ COMMANDS = {
     "predict": dicom.predict,
     "benchmark": benchmark.benchmark,
     "experiment": {"cpu-budget": experiment.cpu_budget, "pooling-floor": experiment.pooling_floor},
+    "pretrained": {"train": pretrained.train, "ship": pretrained.ship},
 }
 
 

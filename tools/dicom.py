@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from custom_nets.io.canonical import read_case
 from custom_nets.io.dicom.export import write_dicom_case
 from custom_nets.io.dicom.rtdose import check_dose_bits
+from custom_nets.io.openkbp import read_openkbp_patient
 from custom_nets.options import as_bool
 from custom_nets.phantoms import make_phantom
 from custom_nets.predict import predict_dicom
@@ -54,13 +56,16 @@ def phantom(out: str = "data/dicom_phantom", profile: str = "lung", seed: int = 
 
 def export(case: str, out: str, bits: int = 16, plan: bool = True, dose: bool = True,
            fractions: int | None = None) -> str:
-    """Write a canonical case (an OpenKBP patient, a phantom) as a DICOM-RT folder: CT series + RTSTRUCT, with
-    --plan an RTPLAN of its prescriptions (--fractions if known) and with --dose the planned dose as RTDOSE.
+    """Write CASE as a DICOM-RT folder: CT series + RTSTRUCT, with --plan an RTPLAN of its prescriptions
+    (--fractions if known) and with --dose the planned dose as RTDOSE. CASE is a canonical case folder (a converted
+    OpenKBP patient, a phantom) or an OpenKBP patient folder as published (ct.csv, dose.csv, ...).
 
-    Example: dosepred dicom export data/openkbp/cases/pt_201 --out data/dicom/pt_201
+    Example: dosepred dicom export ../shared/data/openkbp/mini/validation-pats/pt_201 --out data/dicom/pt_201
     """
     with_plan, with_dose, bits = as_bool(plan, "plan"), as_bool(dose, "dose"), check_dose_bits(bits)
-    folder = write_dicom_case(read_case(case), out, fractions=fractions, dose_bits=bits, with_plan=with_plan,
+    source = Path(case)
+    loaded = read_openkbp_patient(source) if (source / "ct.csv").is_file() else read_case(source)
+    folder = write_dicom_case(loaded, out, fractions=fractions, dose_bits=bits, with_plan=with_plan,
                               with_dose=with_dose)
     print(f"wrote {folder}")
     return str(folder)

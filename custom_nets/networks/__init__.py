@@ -1,9 +1,10 @@
 """Networks: tensors in, dose out. They know nothing of files or datasets."""
 
 from custom_nets.networks.cascade_unet import CascadeUNet, DoseUNet
-from custom_nets.networks.checkpoints import check_checkpoint, describe_state, load_state_dict_file
+from custom_nets.networks.checkpoints import (check_checkpoint, describe_state, load_state_dict_file,
+                                             parameters_stored_as)
 from custom_nets.networks.dose_mask_cascade import DoseMaskCascade
 from custom_nets.networks.randose import RANDose
 
 __all__ = ["CascadeUNet", "DoseMaskCascade", "DoseUNet", "RANDose", "check_checkpoint", "describe_state",
-           "load_state_dict_file"]
+           "load_state_dict_file", "parameters_stored_as"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["check_checkpoint", "describe_state", "load_state_dict_file"]
+__all__ = ["check_checkpoint", "describe_state", "load_state_dict_file", "parameters_stored_as"]
 
 
 def load_state_dict_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -71,3 +71,15 @@ def check_checkpoint(path: str | Path, network: torch.nn.Module) -> dict[str, to
                          f"missing, {len(unexpected)} unexpected): set the widths, dose masks or profile it was "
                          "trained with, or give its ckpt_path")
     return state
+
+
+def parameters_stored_as(state: Mapping[str, torch.Tensor], network: torch.nn.Module,
+                         dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``state`` with the learnt parameters of ``network`` cast to ``dtype`` for storage, and every buffer (a mask
+    cascade's dose fractions, its prior flag) left exact. ``load_state_dict`` casts them back to the network's
+    dtype on loading, so a float16 file loads into a float32 network unchanged."""
+    names = {name for name, _ in network.named_parameters()}
+    unknown = names - set(state)
+    if unknown:
+        raise ValueError(f"the state dict lacks {len(unknown)} parameters of the network (e.g. {sorted(unknown)[0]})")
+    return {k: (v.to(dtype) if k in names and v.is_floating_point() else v) for k, v in state.items()}

@@ -1,0 +1,123 @@
+"""Shipped OpenKBP weights: how they are stored (float16 parameters, exact buffers), the train -> ship command on
+the OpenKBP mini patients, and every shipped model as a user gets it (sha256, strict loading in each config that
+claims it, MONAI's model-zoo checks, the recorded validation dose error of two patients)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT, require_shared, run_bundle
+from custom_nets.bundle_config import bundle_parser
+from custom_nets.bundle_packaging import sha256_of
+from custom_nets.bundle_variants import PRETRAINED_CONFIG, VARIANTS, pretrained_records
+from custom_nets.networks import DoseMaskCascade, check_checkpoint, parameters_stored_as
+
+RECORDS = pretrained_records(REPO_ROOT / "bundles" / "_template")
+SHIPPED = sorted(RECORDS)
+
+
+def test_float16_storage_keeps_buffers_exact_and_loads_into_float32():
+    network = DoseMaskCascade(in_channels=4, fractions=(0.1, 0.3, 0.7), widths_a=(2, 4, 8, 16, 32),
+                              widths_b=(2, 4, 8, 16, 32))
+    stored = parameters_stored_as(network.state_dict(), network, torch.float16)
+    assert stored["fractions"].dtype == torch.float32 and torch.equal(stored["fractions"], network.fractions)
+    parameters = dict(network.named_parameters())
+    assert all(stored[k].dtype == torch.float16 for k in parameters)
+    copy = DoseMaskCascade(in_channels=4, fractions=(0.1, 0.3, 0.7), widths_a=(2, 4, 8, 16, 32),
+                           widths_b=(2, 4, 8, 16, 32))
+    copy.load_state_dict(stored, strict=True)
+    for name, value in copy.named_parameters():
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, parameters[name].detach().half().float(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="lacks"):
+        parameters_stored_as({}, network, torch.float16)
+
+
+def test_every_bundle_with_weights_has_a_record_and_the_reverse():
+    with_weights = {p.parent.parent.name for p in (REPO_ROOT / "bundles").glob("*/models/model.pt")}
+    assert with_weights == set(RECORDS)
+    assert all(VARIANTS[name].pretrained_iterations for name in RECORDS)
+
+
+def test_train_and_ship_on_the_mini_patients(openkbp_mini_datalist, tmp_path):
+    """The whole command on 4 + 2 patients, 2 iterations: float16 storage is chosen only within the limit."""
+    from tools.pretrained import ship, train
+
+    bundles = tmp_path / "bundles"
+    for name in ("_template", "cascunet_basic"):
+        shutil.copytree(REPO_ROOT / "bundles" / name, bundles / name, ignore=shutil.ignore_patterns("models"))
+    (bundles / "_template" / "pretrained.json").unlink(missing_ok=True)
+    data, out = str(openkbp_mini_datalist.parent), str(tmp_path / "runs")
+    train("cascunet_basic", data, out, str(bundles), overrides={"max_iterations": 2, "iterations_per_epoch": 2,
+                                                               "val_interval": 1, "num_workers": 0})
+    shipped = Path(ship("cascunet_basic", data, out, str(bundles), max_change_gy=1e6))
+    record = json.loads((bundles / "_template" / "pretrained.json").read_text())["cascunet_basic"]
+    assert record["storage_dtype"] == "float16" and record["sha256"] == sha256_of(shipped)
+    assert record["iterations"] == 2 and record["training_overrides"]["max_iterations"] == 2
+    assert set(record["validation_dose_error_gy"]) == {"pt_201", "pt_202"}
+    assert all(v.dtype == torch.float16 for v in torch.load(shipped, weights_only=True).values())
+    assert record["sha256"] in (bundles / "cascunet_basic" / "large_files.yml").read_text()
+    assert json.loads((bundles / "cascunet_basic" / "configs" / "metadata.json").read_text())["version"] == "0.2.0"
+    assert "a trial run" in (bundles / "cascunet_basic" / "docs" / "README.md").read_text()
+
+    ship("cascunet_basic", data, out, str(bundles), max_change_gy=0)  # any change is too much: float32
+    record = json.loads((bundles / "_template" / "pretrained.json").read_text())["cascunet_basic"]
+    assert record["storage_dtype"] == "float32" and record["half_precision_check"]["max_voxel_change_gy"] > 0
+    with pytest.raises(ValueError, match="ships no pretrained weights"):
+        train("cascunet_dm3", data, out, str(bundles))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_match_their_sha256_and_load_in_every_config(name):
+    bundle = REPO_ROOT / "bundles" / name
+    weights = bundle / "models" / "model.pt"
+    assert sha256_of(weights) == RECORDS[name]["sha256"]
+    for base in ("inference.json", "train.json"):
+        network = bundle_parser(bundle, [f"configs/{base}", f"configs/{PRETRAINED_CONFIG}"]).get_parsed_content(
+            "network_def")
+        network.load_state_dict(check_checkpoint(weights, network), strict=True)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_bundle_passes_the_model_zoo_checks(name, tmp_path):
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    schema = require_shared("schema/meta_schema_20240725.json")
+    bundle = REPO_ROOT / "bundles" / name
+    for required in ("configs/metadata.json", "configs/inference.json", "docs/README.md", "LICENSE",
+                     "models/model.pt", "large_files.yml"):
+        assert (bundle / required).is_file(), required
+    configs = bundle / "configs"
+    verify_metadata(meta_file=str(configs / "metadata.json"), filepath=str(schema))
+    verify_net_in_out(net_id="network_def", meta_file=[str(configs / "metadata.json"),
+                                                       str(configs / "metadata_openkbp.json")],
+                      config_file=[str(configs / "inference.json"), str(configs / PRETRAINED_CONFIG)])
+    exported = tmp_path / "model.ts"
+    run_bundle(bundle, "ckpt_export", "network_def", "--filepath", str(exported), "--ckpt_file", "models/model.pt",
+               "--meta_file", "configs/metadata.json", "--config_file",
+               f"['configs/inference.json','configs/{PRETRAINED_CONFIG}']")
+    assert torch.jit.load(str(exported)) is not None
+    run_bundle(bundle, "download_large_files", "--bundle_path", str(bundle))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_give_the_recorded_validation_dose_errors(name, openkbp_mini_datalist, tmp_path):
+    """pt_201 and pt_202 of the OpenKBP validation split, fp32 inference: each patient's dose error as recorded
+    when the weights were shipped (on all 33 validation patients), within 1e-3 Gy."""
+    bundle = REPO_ROOT / "bundles" / name
+    out = tmp_path / "eval"
+    run_bundle(bundle, "run", "--config_file",
+               f"['configs/inference.json','configs/evaluate.json','configs/{PRETRAINED_CONFIG}']",
+               "--dataset_dir", str(openkbp_mini_datalist.parent), "--split", "validation", "--output_dir", str(out),
+               "--inference_mode", "frozen")
+    lines = (out / "case_summary.csv").read_text().splitlines()
+    column = lines[0].split(",").index("dose_error_gy")
+    measured = {line.split(",")[0]: float(line.split(",")[column]) for line in lines[1:]}
+    assert set(measured) == {"pt_201", "pt_202"}
+    for case, error in measured.items():
+        assert error == pytest.approx(RECORDS[name]["validation_dose_error_gy"][case], abs=1e-3), case
