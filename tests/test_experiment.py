@@ -65,3 +65,14 @@ def test_the_mask_claim_needs_both_scores_to_fall_beyond_the_seed_spread():
     worse = mask_claim([basic, row("cascunet_dm10 [masks-prior]", 3.7, 4.0), row("basic_seed1", 4.02, 3.85)])
     assert "does not hold" in worse and "two seeds of the basic cascade, 0.05 Gy" in worse
     assert "dose score falls" in worse and "DVH score rises" in worse
+
+
+def test_the_seed_spread_is_the_yardstick_of_single_runs():
+    from tools.experiment import seed_spread
+
+    def row(model, dose, dvh):
+        return {"model": model, "dose score (Gy)": dose, "DVH score (Gy)": dvh}
+
+    assert "has not run yet" in seed_spread([row("cascunet_basic", 4.0, 3.8)])
+    text = seed_spread([row("cascunet_basic", 3.99, 3.79), row("basic_seed1", 3.86, 3.75)])
+    assert "0.13 Gy apart in dose score and 0.04 Gy in DVH score" in text

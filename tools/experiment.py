@@ -63,6 +63,8 @@ class Run:
     role: str = "paper"
 
 
+_SHARED_CORES = ("trained while tests or benchmarks at times shared the two cores: its seconds per iteration and "
+                 "wall time are not comparable with the other rows")
 RUNS: tuple[Run, ...] = (  # in the order they run: the recipe check first, then the paper's comparison
     Run("cascunet_basic", "cascunet_basic", "basic cascade, possible-dose region at 64^3, flips, bf16",
         ("--rotate_translate_prob", "0"), without_tta=True),
@@ -76,14 +78,19 @@ RUNS: tuple[Run, ...] = (  # in the order they run: the recipe check first, then
     Run("basic_fp32", "cascunet_basic", "as cascunet_basic, in fp32", ("--cpu_bf16", "false"), role="recipe"),
     Run("cascunet_dm10", "cascunet_dm10", "10 dose masks from the prior", mask_sources=("prior",),
         prior="cascunet_basic"),
-    Run("randose", "randose", "RANDose, learnable region weights"),
+    Run("randose", "randose", "RANDose, learnable region weights", note=_SHARED_CORES),
     Run("cascunet_dm3", "cascunet_dm3", "3 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
-    Run("cascunet_dm5", "cascunet_dm5", "5 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
-    Run("cascunet_dm7", "cascunet_dm7", "7 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic"),
+    Run("cascunet_dm5", "cascunet_dm5", "5 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic",
+        note=_SHARED_CORES),
+    Run("cascunet_dm7", "cascunet_dm7", "7 dose masks from the prior", mask_sources=("prior",), prior="cascunet_basic",
+        note=_SHARED_CORES),
     Run("cascunet_dm10_oracle", "cascunet_dm10", "10 dose masks, trained on masks from the planned dose",
-        ("--mask_source", "reference"), mask_sources=("reference", "prior"), prior="cascunet_basic"),
+        ("--mask_source", "reference"), mask_sources=("reference", "prior"), prior="cascunet_basic",
+        note=_SHARED_CORES),
     Run("randose_fixed_weights", "randose", "RANDose, fixed region weights (1, 1)",
-        extra_configs=("configs/loss_fixed_weights.json",)),
+        extra_configs=("configs/loss_fixed_weights.json",),
+        note="interrupted at the end of a working session and resumed: its seconds per iteration and wall time "
+        "are those of the last sitting only (300 of 700 iterations; the first 400 shared the cores with tests)"),
     Run("basic_seed1", "cascunet_basic", "as cascunet_basic, seed 1: the seed-to-seed spread that bf16 against fp32 "
         "is judged by", ("--rotate_translate_prob", "0", "--seed", "1"), role="recipe"),
 )
@@ -202,6 +209,18 @@ def mask_claim(rows: list[dict]) -> str:
             + (f" Not yet run: {', '.join(str(n) for n in missing)} masks." if missing else "") + "\n")
 
 
+def seed_spread(rows: list[dict]) -> str:
+    """How far two seeds of the basic cascade land apart: the yardstick of every one-run comparison."""
+    by_name = {r["model"]: r for r in rows}
+    if not {"cascunet_basic", "basic_seed1"} <= set(by_name):
+        return "A second seed of the basic cascade has not run yet: single-run differences have no yardstick.\n"
+    a, b = by_name["cascunet_basic"], by_name["basic_seed1"]
+    dose, dvh = (abs(a[k] - b[k]) for k in ("dose score (Gy)", "DVH score (Gy)"))
+    return (f"Two seeds of the basic cascade (cascunet_basic, basic_seed1) land {dose:.2f} Gy apart in dose score and "
+            f"{dvh:.2f} Gy in DVH score: a difference between two single runs smaller than that is not decided "
+            "by this experiment.\n")
+
+
 def _markdown(rows: list[dict], columns: list[str]) -> str:
     def cell(value: object) -> str:
         if isinstance(value, float):
@@ -289,7 +308,9 @@ def _write(rows: list[dict], report: Path, common: list[str]) -> str:
         "arithmetic (bf16 autocast versus fp32); the augmentation (flips only versus the paper's rotation and "
         "translation as well). Every model is evaluated with flip test-time augmentation (the CPU profile's "
         "default: flips of axes 0 and 2, averaged); `[no_tta]` rows are the same model without it.\n",
-        *(f"- {r.name}: {r.note}\n" for r in RUNS if r.note and any(row["model"] == r.name for row in rows)),
+        seed_spread(rows),
+        *(f"- {r.name}: {r.note}\n" for r in RUNS if r.note and any(row["model"].split(" [")[0] == r.name
+                                                                     for row in rows)),
         "## Tables and figures\n", f"[report.md]({report.name}/report.md): the cascade paper's tables (DVH metrics, "
         "paired tests, voxel MAE per structure), isodose Dice, voxel-MAE box plots, training curves.\n",
     ]
