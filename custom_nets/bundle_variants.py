@@ -237,7 +237,8 @@ def metadata(variant: BundleVariant, record: Mapping | None = None) -> dict:
         "data_source": "synthetic lung phantoms (default); OpenKBP with configs/openkbp.json; your DICOM-RT data",
         "data_type": "nibabel",
         "image_classes": "CT (clipped to [-1024, 1500] HU, / 1000) and binary masks; PTV = prescription / reference dose",
-        "label_classes": "dose / reference dose (65 Gy lung, 70 Gy OpenKBP)",
+        "label_classes": (f"dose / reference dose ({LUNG.reference_dose_gy:g} Gy lung, "
+                          f"{OPENKBP.reference_dose_gy:g} Gy OpenKBP)"),
         "pred_classes": "dose / reference dose; inference writes Gy",
         "eval_metrics": {"dose_score_gy": "OpenKBP dose score (lower is better)",
                          "dvh_score_gy": "OpenKBP DVH score (lower is better)"},
@@ -286,7 +287,9 @@ def _performance(record: Mapping) -> dict:
 def _pretrained_text(variant: BundleVariant, record: Mapping | None) -> str:
     if not record:
         return ""
-    rows = "\n".join(f"| {mode} | {scores['dose_score_gy']:.3f} | {scores['dvh_score_gy']:.3f} |"
+    labels = {"fp32": "fp32 (`--inference_mode frozen`; MONAI Label and Deploy run this)",
+              "bf16": "bf16 (the default on CPUs with native bf16)"}
+    rows = "\n".join(f"| {labels[mode]} | {scores['dose_score_gy']:.3f} | {scores['dvh_score_gy']:.3f} |"
                       for mode, scores in record["validation"].items())
     extra = record.get("training_overrides")
     if extra:
@@ -344,7 +347,8 @@ def _docs(variant: BundleVariant, template: str, record: Mapping | None = None) 
         mask_note = ""
     return Template(template).substitute(
         title=variant.title, summary=metadata(variant, record)["description"], channel_table=table,
-        reference_dose_gy=f"{LUNG.reference_dose_gy:g}", variant_text=variant_text, training_text=training_text,
+        reference_dose_gy=f"{LUNG.reference_dose_gy:g}", openkbp_reference_dose_gy=f"{OPENKBP.reference_dose_gy:g}",
+        variant_text=variant_text, training_text=training_text,
         mask_note=mask_note, model_text=variant.model_text, schedule_text=variant.schedule_text,
         pretrained_text=_pretrained_text(variant, record),
         references=variant.references + "\n" + OPENKBP_REFERENCE)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from monai.bundle import ConfigWorkflow
 
 from custom_nets.bundle_config import bundle_parser
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 OUTPUT_FILES = {"rtdose": "RD_predicted.dcm", "rtplan": "RP_prescription.dcm", "nifti": "dose_predicted.nii.gz",
                 "dvh_metrics": "dvh_metrics.csv", "dvh": "dvh.csv", "dvh_png": "dvh.png",
                 "report": "predict_report.json"}
-_NETWORK_MULTIPLE = 16  # four 2x downsamplings in every bundle's networks
 
 
 def run_bundle_inference(bundle: str | Path, config_files: Sequence[str], overrides: Mapping) -> None:
@@ -85,16 +85,18 @@ def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path
     if ckpt_path is not None:
         overrides["ckpt_path"] = str(Path(ckpt_path).resolve())
     grid_shape = tuple(int(s) for s in grid_shape)
-    if len(grid_shape) != 3 or any(s < _NETWORK_MULTIPLE or s % _NETWORK_MULTIPLE for s in grid_shape):
-        raise ValueError(f"grid_shape must be 3 multiples of {_NETWORK_MULTIPLE} (the networks halve the grid four "
-                         f"times), got {grid_shape}")
+    parser = bundle_parser(bundle, config_files, overrides)
+    with torch.device("meta"):  # the network's shape rules, without allocating its weights
+        divisor = int(getattr(parser.get_parsed_content("network_def"), "divisor", 1))
+    if len(grid_shape) != 3 or any(s < divisor or s % divisor for s in grid_shape):
+        raise ValueError(f"grid_shape must be 3 multiples of {divisor} (what {bundle.name}'s network halves the grid "
+                         f"to), got {grid_shape}")
     check_dose_bits(dose_bits)
     if out_dir.is_file():
         raise ValueError(f"--out {out_dir} is a file; give a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / OUTPUT_FILES["report"]).is_file():
         raise ValueError(f"--out {out_dir}: the folder holds other files and no earlier prediction; give a new or "
                          "empty folder (an earlier prediction's folder is replaced as a whole)")
-    parser = bundle_parser(bundle, config_files, overrides)
     profile_name = str(parser.get_parsed_content("profile_name"))
     weights = Path(str(parser.get_parsed_content("ckpt_path")))
     if not weights.is_file():

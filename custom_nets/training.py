@@ -14,6 +14,7 @@ import torch.utils.checkpoint
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.transforms import Compose, Randomizable
 
+from custom_nets.distributed import is_main_process
 from custom_nets.networks import CascadeUNet, DoseMaskCascade
 from custom_nets.options import as_bool, as_optional_bool
 from custom_nets.performance.hardware import cpu_has_native_bf16
@@ -216,7 +217,7 @@ def _from_tensors(state: tuple) -> tuple:
 
 
 def attach_checkpoints(trainer, ckpt_dir: str | Path, objects: Mapping[str, object], resume: bool = False,
-                       every_epochs: int = 1, save: bool = True, evaluator=None,
+                       every_epochs: int = 1, save: bool | None = None, evaluator=None,
                        best_saver: CheckpointSaver | None = None) -> Path | None:
     """Save the full training state every ``every_epochs`` epochs (``checkpoint_*.pt``, newest kept), and with
     ``resume`` restore it from the latest such checkpoint before the first iteration.
@@ -224,12 +225,13 @@ def attach_checkpoints(trainer, ckpt_dir: str | Path, objects: Mapping[str, obje
     ``objects`` holds the network, optimizer and scheduler; the trainer's own state (iteration, epoch) and a
     :class:`ResumeState` (random numbers; the best score of ``evaluator`` and the record of ``best_saver``, the
     validation's ``model.pt`` saver) are added here, since a handler inside the trainer's config cannot refer to
-    the trainer. ``save=False`` (ranks other than 0 in distributed training) only resumes. Returns the
+    the trainer. ``save=False`` only resumes; by default the main process saves (rank 0 in distributed training,
+    whose other ranks only resume). Returns the
     checkpoint resumed from, if any; resuming with no checkpoint, or with a learning-rate schedule of another
     length (a changed ``max_iterations``), is an error.
     """
     state = {**objects, "trainer": trainer, "resume_state": ResumeState(trainer, evaluator, best_saver)}
-    if save:
+    if is_main_process() if save is None else save:
         CheckpointSaver(save_dir=str(ckpt_dir), save_dict=state, file_prefix="checkpoint", save_interval=every_epochs,
                         epoch_level=True, n_saved=1).attach(trainer)
     if not as_bool(resume, "resume"):
@@ -261,8 +263,9 @@ def _check_same_schedule(checkpoint: Path, saved: Mapping, scheduler) -> None:
 def log_loss_weights(trainer, loss: torch.nn.Module, log_dir: str | Path, every_iterations: int = 50) -> bool:
     """Log a loss's region weights (``loss.weights()``, e.g. RANDose's learnable ones) every
     ``every_iterations`` iterations to the console and as TensorBoard scalars ``loss_weight/<name>`` in
-    ``log_dir``. Losses without weights are left alone; returns whether anything was attached."""
-    if not callable(getattr(loss, "weights", None)) or not loss.weights():
+    ``log_dir``, on the main process. Losses without weights are left alone; returns whether anything was
+    attached."""
+    if not is_main_process() or not callable(getattr(loss, "weights", None)) or not loss.weights():
         return False
     from ignite.engine import Events
     from torch.utils.tensorboard import SummaryWriter

@@ -139,13 +139,27 @@ def test_resume_continues_from_the_latest_checkpoint(lung_phantom_datalist, tmp_
     assert state["trainer"]["iteration"] == 6 and state["lr_scheduler"]["last_epoch"] == 6
 
 
-def test_distributed_training_with_two_cpu_processes(lung_phantom_datalist, tmp_path):
-    bundle = Path(shutil.copytree(REPO_ROOT / "bundles" / "cascunet_basic", tmp_path / "cascunet_basic"))
+@pytest.mark.parametrize("name", ["cascunet_basic", "randose"])
+def test_distributed_training_with_two_cpu_processes(lung_phantom_datalist, tmp_path, name):
+    """multi_gpu_train.json only switches ``distributed`` on: the network train.json builds is wrapped in DDP, and
+    so is RANDose's loss, whose learnable region weights must stay the same on every rank."""
+    bundle = Path(shutil.copytree(REPO_ROOT / "bundles" / name, tmp_path / name))
+    (bundle / "configs" / "save_rank_state.json").write_text(json.dumps({"finalize": [
+        "$torch.save({'loss': @loss.state_dict(), 'network': @network.state_dict()}, "
+        "@output_dir + f'/state_rank{torch.distributed.get_rank()}.pt')",
+        "$custom_nets.distributed.end_distributed()"]}))
     run_bundle(bundle, "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "monai.bundle", "run",
-               "--config_file", "['configs/train.json','configs/multi_gpu_train.json','configs/cpu.json']",
-               "--dataset_dir", str(lung_phantom_datalist.parent), *TINY, "--max_iterations", "2",
+               "--config_file",
+               "['configs/train.json','configs/multi_gpu_train.json','configs/cpu.json','configs/save_rank_state.json']",
+               "--dataset_dir", str(lung_phantom_datalist.parent), *TINY, "--max_iterations", "4",
                "--iterations_per_epoch", "2", "--num_workers", "0", launcher=("-m", "torch.distributed.run"))
     assert (bundle / "models" / "model.pt").is_file()
+    ranks = [torch.load(bundle / "runs" / f"state_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for part in ("network", "loss"):
+        for key, value in ranks[0][part].items():
+            torch.testing.assert_close(ranks[1][part][key], value, rtol=0, atol=0, msg=f"{part} {key}")
+    if name == "randose":  # the weights learnt (they start at 0) and the ranks agree on them
+        assert ranks[0]["loss"] and all(v.abs().sum() > 0 for v in ranks[0]["loss"].values())
 
 
 def test_evaluate_config_writes_the_dosimetric_tables(openkbp_bundles, openkbp_mini_datalist):

@@ -5,9 +5,13 @@ claims it, MONAI's model-zoo checks, the recorded validation dose error of two p
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
@@ -121,3 +125,42 @@ def test_shipped_weights_give_the_recorded_validation_dose_errors(name, openkbp_
     assert set(measured) == {"pt_201", "pt_202"}
     for case, error in measured.items():
         assert error == pytest.approx(RECORDS[name]["validation_dose_error_gy"][case], abs=1e-3), case
+
+
+def _readme_example() -> list[list[str]]:
+    """The commands of the README block after the ``shipped-model-example`` marker, as argument lists."""
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text.split("<!-- shipped-model-example", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+@pytest.mark.skipif("cascunet_basic" not in RECORDS, reason="the basic cascade's weights are not shipped")
+def test_readme_example_predicts_a_validation_patient_with_the_shipped_model(tmp_path):
+    """The README's commands, as written (run from a scratch folder; the repository's and ../shared's paths made
+    absolute): a published OpenKBP validation patient -> DICOM -> RT Dose with the shipped basic cascade, in the
+    default inference mode. Its dose error against the planned dose is the recorded fp32 one, within what bf16
+    and the DICOM round trip move it."""
+    from custom_nets.io.openkbp import read_openkbp_patient
+
+    commands = _readme_example()
+    assert commands[0][:3] == ["dosepred", "dicom", "export"] and commands[1][:2] == ["dosepred", "predict"]
+    shared = require_shared("data/openkbp/mini/validation-pats/pt_201").parents[4]
+    for command in commands:
+        args = [str(shared / a.removeprefix("../shared/")) if a.startswith("../shared/") else
+                str(REPO_ROOT / a) if a.startswith("bundles/") else a for a in command]
+        result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{args}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    out = tmp_path / commands[1][commands[1].index("--out") + 1]
+    for name in ("RD_predicted.dcm", "dose_predicted.nii.gz", "dvh_metrics.csv", "dvh.png"):
+        assert (out / name).is_file(), name
+    rows = (out / "dvh_metrics.csv").read_text().splitlines()
+    assert any(r.startswith("PTV70,PTV70,predicted") for r in rows) and any(
+        r.startswith("PTV70,PTV70,planned") for r in rows)
+    case = read_openkbp_patient(require_shared("data/openkbp/mini/validation-pats/pt_201"))
+    predicted = nib.load(out / "dose_predicted.nii.gz")
+    dose = np.asarray(nib.as_closest_canonical(predicted).dataobj, dtype=np.float32)
+    planned = np.asarray(nib.as_closest_canonical(nib.Nifti1Image(case.dose_gy, case.affine)).dataobj)
+    mask = np.asarray(nib.as_closest_canonical(
+        nib.Nifti1Image(case.possible_dose_mask.astype(np.uint8), case.affine)).dataobj) > 0
+    error = float(np.abs(dose - planned)[mask].mean())
+    assert error == pytest.approx(RECORDS["cascunet_basic"]["validation_dose_error_gy"]["pt_201"], abs=0.05)

@@ -168,8 +168,6 @@ def ship(name: str, data: str = "data/openkbp", out: str = "runs/pretrained", bu
     if dtype == torch.float16:  # the fp32 scores of the weights as shipped (bf16's moved by less than the limit)
         evaluated["fp32"] = half_eval
     scores = {mode: json.loads((f / "run_info.json").read_text())["metrics"] for mode, f in evaluated.items()}
-    labels = {"fp32": "fp32 (`--inference_mode frozen`; MONAI Label / Deploy)",
-              "bf16": "bf16 (the default on CPUs with native bf16)"}
     sittings = json.loads((run_dir / "sittings.json").read_text()) if (run_dir / "sittings.json").is_file() else []
     iterations, best_iteration = _iterations(run_dir)
     datalist = data_dir / "datalist.json"
@@ -190,7 +188,7 @@ def ship(name: str, data: str = "data/openkbp", out: str = "runs/pretrained", bu
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
         "training_overrides": (json.loads((run_dir / "overrides.json").read_text())
                                if (run_dir / "overrides.json").is_file() else {}),
-        "validation": {labels[mode]: {k: float(v) for k, v in scores[mode].items()} for mode in scores},
+        "validation": {mode: {k: float(v) for k, v in scores[mode].items()} for mode in scores},
         # fp32 inference with the shipped weights: what a clone reproduces (tests, within 1e-3 Gy)
         "validation_dose_error_gy": _dose_errors(evaluated["fp32"]),
     }

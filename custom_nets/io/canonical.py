@@ -29,6 +29,7 @@ from custom_nets.io.atomic import atomic_directory
 from custom_nets.profiles import DatasetProfile, get_profile
 
 __all__ = [
+    "AFFINE_ATOL_MM",
     "CASE_JSON",
     "CT_FILE",
     "DOSE_FILE",
@@ -49,7 +50,7 @@ DOSE_FILE = "dose.nii.gz"
 PREDICTED_DOSE_FILE = "dose_pred.nii.gz"  # a prediction: <predictions>/<case_id>/dose_pred.nii.gz
 POSSIBLE_DOSE_MASK_FILE = "possible_dose_mask.nii.gz"
 STRUCTURE_DIR = "structures"
-_AFFINE_ATOL_MM = 1e-3
+AFFINE_ATOL_MM = 1e-3  # two grids closer than this (mm) are the same grid
 _AIR_PERCENTILE, _AIR_MAX_HU = 1.0, -500.0
 _LOWEST_HU = -4096  # the widest scale in use (-3024 marks voxels outside the reconstruction circle)
 
@@ -229,7 +230,7 @@ def _load(path: Path, case_id: str, affine: np.ndarray | None) -> tuple[np.ndarr
         raise CaseError(case_id, path, f"cannot read NIfTI: {err}") from err
     if data.ndim != 3:
         raise CaseError(case_id, path, f"expected a 3D volume, got shape {data.shape}")
-    if affine is not None and not np.allclose(image.affine, affine, atol=_AFFINE_ATOL_MM):
+    if affine is not None and not np.allclose(image.affine, affine, atol=AFFINE_ATOL_MM):
         raise CaseError(case_id, path, "affine (spacing, orientation or origin) differs from the CT's:\n"
                         f"{np.round(image.affine, 4).tolist()} vs {np.round(affine, 4).tolist()}")
     return data, image.affine
@@ -259,7 +260,7 @@ def read_case(case_dir: str | Path, profile: DatasetProfile | str | None = None,
     ct, affine = _load(case_dir / CT_FILE, case_id, None)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     if list(ct.shape) != list(meta.get("shape", ct.shape)) or not np.allclose(
-            spacing, meta.get("spacing_mm", spacing), atol=_AFFINE_ATOL_MM):
+            spacing, meta.get("spacing_mm", spacing), atol=AFFINE_ATOL_MM):
         raise CaseError(case_id, case_dir / CT_FILE, f"grid (shape {list(ct.shape)}, spacing "
                         f"{np.round(spacing, 4).tolist()} mm) differs from case.json's (shape {meta.get('shape')}, "
                         f"spacing {meta.get('spacing_mm')} mm)")

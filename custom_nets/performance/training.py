@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
+from custom_nets.distributed import is_main_process
 from custom_nets.io.atomic import write_text_atomic
 from custom_nets.performance.hardware import peak_memory_mb
 
@@ -63,7 +64,8 @@ def attach_training_summary(trainer: Engine, path: str | Path, network: torch.nn
                             skip: int = 1) -> IterationTimer:
     """Time ``trainer``'s iterations and, when it completes, write ``path`` (JSON): iterations run, mean and median
     seconds per iteration and data-wait share (after ``skip`` warm-up iterations), wall seconds of the run, the
-    process's peak memory (MB; peak RSS on Linux CPUs, allocator peak on CUDA) and whether bf16 autocast was on."""
+    process's peak memory (MB; peak RSS on Linux CPUs, allocator peak on CUDA) and whether bf16 autocast was on.
+    In distributed training the main process writes it (of its own iterations)."""
     timer = IterationTimer(skip=skip)
     timer.attach(trainer)
     started = time.perf_counter()
@@ -75,5 +77,6 @@ def attach_training_summary(trainer: Engine, path: str | Path, network: torch.nn
                    "device": str(device), "cpu_bf16_autocast": bool(getattr(network, "cpu_bf16_autocast", False))}
         write_text_atomic(Path(path), json.dumps(summary, indent=1) + "\n")
 
-    trainer.add_event_handler(Events.COMPLETED, _write)
+    if is_main_process():
+        trainer.add_event_handler(Events.COMPLETED, _write)
     return timer

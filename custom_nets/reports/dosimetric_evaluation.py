@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from custom_nets.io.atomic import write_text_atomic
-from custom_nets.io.canonical import PREDICTED_DOSE_FILE, read_case
+from custom_nets.io.canonical import AFFINE_ATOL_MM, PREDICTED_DOSE_FILE, read_case
 from custom_nets.io.datalist import load_datalist
 from custom_nets.io.orientation import axcodes_of, reorient_with_affine
 from custom_nets.metrics.case_evaluation import DEFAULT_GAMMA, DVH_BIN_GY, evaluate_case
@@ -35,7 +35,6 @@ from custom_nets.reports.tables import read_csv, write_csv
 __all__ = ["EVALUATION_JSON", "read_predicted_dose", "evaluate_predictions", "RunEvaluation", "load_evaluation"]
 
 EVALUATION_JSON = "evaluation.json"
-_AFFINE_ATOL_MM = 1e-3
 
 
 def read_predicted_dose(path: Path, case_affine: np.ndarray, case_shape: tuple[int, ...]) -> np.ndarray:
@@ -50,7 +49,7 @@ def read_predicted_dose(path: Path, case_affine: np.ndarray, case_shape: tuple[i
     if dose.ndim != 3:
         raise ValueError(f"{path}: a predicted dose must be 3D, got shape {dose.shape}")
     dose, affine = reorient_with_affine(dose, image.affine, axcodes_of(case_affine))
-    if tuple(dose.shape) != tuple(case_shape) or not np.allclose(affine, case_affine, atol=_AFFINE_ATOL_MM):
+    if tuple(dose.shape) != tuple(case_shape) or not np.allclose(affine, case_affine, atol=AFFINE_ATOL_MM):
         raise ValueError(f"{path}: not on the case's grid (shape {dose.shape} vs {tuple(case_shape)}, or another "
                          f"affine)")
     if not np.all(np.isfinite(dose)) or dose.min() < 0:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from custom_nets.io.canonical import AFFINE_ATOL_MM
+
 __all__ = ["AxialGrid", "LPS_TO_RAS", "check_axial", "uniform_step"]
 
 #: DICOM's patient coordinates are LPS, NIfTI's (and the canonical case's) RAS: flip x and y.
@@ -123,5 +125,5 @@ class AxialGrid:
         return cls(lps[:3, 3].copy(), row, col, (float(spacing[0]), float(spacing[1]), step),
                    tuple(int(s) for s in shape))  # type: ignore[arg-type]
 
-    def same_geometry(self, other: AxialGrid, atol_mm: float = 1e-3) -> bool:
+    def same_geometry(self, other: AxialGrid, atol_mm: float = AFFINE_ATOL_MM) -> bool:
         return self.shape == other.shape and np.allclose(self.affine_lps, other.affine_lps, atol=atol_mm)
