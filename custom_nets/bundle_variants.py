@@ -284,7 +284,8 @@ def _performance(record: Mapping) -> dict:
             "validation": record["validation"]}
 
 
-def _pretrained_text(variant: BundleVariant, record: Mapping | None) -> str:
+def _pretrained_text(variant: BundleVariant, record: Mapping | None, config: Mapping) -> str:
+    """The bundle docs' section on its shipped weights (``config``: the openkbp_cpu.json they were trained with)."""
     if not record:
         return ""
     labels = {"fp32": "fp32 (`--inference_mode frozen`; MONAI Label and Deploy run this)",
@@ -303,7 +304,8 @@ def _pretrained_text(variant: BundleVariant, record: Mapping | None) -> str:
 
 `models/model.pt` ({record["size_mb"]:.1f} MB, {record["storage_dtype"]}; sha256 in `large_files.yml`) was
 trained with `configs/{PRETRAINED_CONFIG}` on {record["training_data"]}: {record["iterations"]} iterations,
-batch 2, 64^3 network input, bf16 autocast, {record["wall_time_min"]:.0f} min on {record["machine"]}. The
+batch {config["batch_size"]}, {"x".join(map(str, config["network_size"]))} network input, \
+{"bf16 autocast" if record["bf16_autocast"] else "fp32"}, {record["wall_time_min"]:.0f} min on {record["machine"]}. The
 checkpoint is the one with the best validation dose score (iteration {record["best_iteration"]}), selected on
 {record["validation_data"]}, where it scores (official OpenKBP definitions, flip TTA, mask source
 `prior` for a mask variant):{prior}
@@ -319,7 +321,8 @@ python -m monai.bundle run --config_file "['configs/inference.json','configs/eva
 """
 
 
-def _docs(variant: BundleVariant, template: str, record: Mapping | None = None) -> str:
+def _docs(variant: BundleVariant, template_dir: Path, record: Mapping | None = None) -> str:
+    template = (template_dir / "docs" / "README.md").read_text()
     fractions = _fractions(variant)
     channels = variant.input_channel_names()
     table = "| channel | content |\n| --- | --- |\n" + "\n".join(f"| {i} | {c} |" for i, c in enumerate(channels))
@@ -350,7 +353,8 @@ def _docs(variant: BundleVariant, template: str, record: Mapping | None = None) 
         reference_dose_gy=f"{LUNG.reference_dose_gy:g}", openkbp_reference_dose_gy=f"{OPENKBP.reference_dose_gy:g}",
         variant_text=variant_text, training_text=training_text,
         mask_note=mask_note, model_text=variant.model_text, schedule_text=variant.schedule_text,
-        pretrained_text=_pretrained_text(variant, record),
+        pretrained_text=_pretrained_text(variant, record, openkbp_cpu_config(variant, template_dir)
+                                         if variant.pretrained_iterations else {}),
         references=variant.references + "\n" + OPENKBP_REFERENCE)
 
 
@@ -380,8 +384,7 @@ def render_bundle(variant: BundleVariant | str, template_dir: str | Path, out_di
     (out_dir / "configs" / "metadata.json").write_text(json.dumps(metadata(variant, record), indent=4) + "\n")
     (out_dir / "configs" / "metadata_openkbp.json").write_text(json.dumps(profile_metadata(variant, OPENKBP),
                                                                           indent=4) + "\n")
-    (out_dir / "docs" / "README.md").write_text(_docs(variant, (template_dir / "docs" / "README.md").read_text(),
-                                                      record))
+    (out_dir / "docs" / "README.md").write_text(_docs(variant, template_dir, record))
     shutil.copyfile(template_dir / "docs" / "data_license.txt", out_dir / "docs" / "data_license.txt")
     shutil.copyfile(template_dir / "LICENSE", out_dir / "LICENSE")
     if record:  # committed beside this file: download_large_files only checks the sha256 (the url is for a copy)

@@ -164,3 +164,32 @@ def test_readme_example_predicts_a_validation_patient_with_the_shipped_model(tmp
         nib.Nifti1Image(case.possible_dose_mask.astype(np.uint8), case.affine)).dataobj) > 0
     error = float(np.abs(dose - planned)[mask].mean())
     assert error == pytest.approx(RECORDS["cascunet_basic"]["validation_dose_error_gy"]["pt_201"], abs=0.05)
+
+
+def test_a_record_renders_into_metadata_docs_and_large_files(tmp_path):
+    """What `ship` writes for a real run: metadata (version, changelog, performance, still schema-valid), the docs
+    section with the scores and the recipe read from openkbp_cpu.json, and large_files.yml."""
+    from monai.bundle import verify_metadata
+
+    from custom_nets.bundle_variants import render_bundle
+
+    schema = require_shared("schema/meta_schema_20240725.json")
+    template = Path(shutil.copytree(REPO_ROOT / "bundles" / "_template", tmp_path / "_template"))
+    record = {"version": "0.2.0", "date": "2026-01-01", "sha256": "ab" * 32, "size_mb": 32.4,
+              "storage_dtype": "float32", "iterations": 4000, "best_iteration": 3500, "wall_time_min": 95.2,
+              "bf16_autocast": True, "machine": "2 CPU cores (x86_64)", "training_overrides": {},
+              "training_data": "the 169 OpenKBP training patients",
+              "validation_data": "the 33 OpenKBP validation patients",
+              "validation": {"fp32": {"dose_score_gy": 3.1234, "dvh_score_gy": 2.5},
+                             "bf16": {"dose_score_gy": 3.1301, "dvh_score_gy": 2.51}},
+              "validation_dose_error_gy": {"pt_201": 2.9}}
+    (template / "pretrained.json").write_text(json.dumps({"cascunet_basic": record}))
+    bundle = render_bundle("cascunet_basic", template, tmp_path / "cascunet_basic")
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["version"] == "0.2.0" and list(meta["changelog"]) == ["0.2.0", "0.1.0"]
+    assert meta["performance"]["validation"]["fp32"]["dose_score_gy"] == 3.1234
+    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema))
+    docs = (bundle / "docs" / "README.md").read_text()
+    assert "4000 iterations" in docs and "batch 2, 64x64x64 network input, bf16 autocast, 95 min" in docs
+    assert "| 3.123 | 2.500 |" in docs and "iteration 3500" in docs
+    assert f'hash_val: "{"ab" * 32}"' in (bundle / "large_files.yml").read_text()

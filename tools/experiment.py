@@ -100,7 +100,7 @@ def _configs(files: list[str], run: Run) -> str:
     return "[" + ",".join(f"'{f}'" for f in [*files, *run.extra_configs]) + "]"
 
 
-def _run_logged(bundle_dir: Path, args: list[str], log_name: str) -> None:
+def run_logged(bundle_dir: Path, args: list[str], log_name: str) -> None:
     """Run ``python -m monai.bundle ARGS`` in the bundle, appending the command to ``commands.txt`` and its output
     to ``LOG_NAME``; a failure names the log."""
     command = [sys.executable, "-m", "monai.bundle", *args]
@@ -123,7 +123,7 @@ def _train(run: Run, bundle_dir: Path, data: Path, out: Path, common: list[str])
     if any((bundle_dir / "models").glob("checkpoint_*.pt")):
         args += ["--resume", "true"]
     print(f"[{time.strftime('%H:%M:%S')}] training {run.name}: log {bundle_dir / 'train.log'}", flush=True)
-    _run_logged(bundle_dir, args, "train.log")
+    run_logged(bundle_dir, args, "train.log")
 
 
 def _evaluate(run: Run, bundle_dir: Path, data: Path, common: list[str]) -> dict[str, Path]:
@@ -140,7 +140,7 @@ def _evaluate(run: Run, bundle_dir: Path, data: Path, common: list[str]) -> dict
             print(f"[{time.strftime('%H:%M:%S')}] evaluating {run.name} {label or ''}", flush=True)
             args = ["run", "--config_file", _configs(EVALUATE, run), "--dataset_dir", str(data), "--split",
                     "validation", "--output_dir", str(folder), *_without(run.train_args, extra), *common, *extra]
-            _run_logged(bundle_dir, args, "evaluate.log")
+            run_logged(bundle_dir, args, "evaluate.log")
         folders[label] = folder
     return folders
 

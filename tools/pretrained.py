@@ -34,7 +34,7 @@ from custom_nets.networks import check_checkpoint, parameters_stored_as
 from custom_nets.performance.hardware import cpu_has_native_bf16
 from tools.arguments import as_mapping
 from tools.bundles import BUNDLES_DIR
-from tools.experiment import _run_logged
+from tools.experiment import run_logged
 
 TRAIN = ["configs/train.json", f"configs/{PRETRAINED_CONFIG}"]
 EVALUATE = ["configs/inference.json", "configs/evaluate.json", f"configs/{PRETRAINED_CONFIG}"]
@@ -67,7 +67,7 @@ def _evaluate(bundle_dir: Path, data: Path, mode: str) -> Path:
     folder = bundle_dir / "eval" / f"validation_{mode}"
     if not (folder / "run_info.json").is_file():
         print(f"[{time.strftime('%H:%M:%S')}] evaluating {bundle_dir.name} ({mode}) on validation", flush=True)
-        _run_logged(bundle_dir, ["run", "--config_file", _configs(EVALUATE), "--dataset_dir", str(data), "--split",
+        run_logged(bundle_dir, ["run", "--config_file", _configs(EVALUATE), "--dataset_dir", str(data), "--split",
                                  "validation", "--output_dir", str(folder), "--inference_mode", MODES[mode]],
                     "evaluate.log")
     return folder
@@ -101,7 +101,7 @@ def train(name: str, data: str = "data/openkbp", out: str = "runs/pretrained", b
         print(f"[{time.strftime('%H:%M:%S')}] training {name}: log {bundle_dir / 'train.log'}", flush=True)
         start = time.perf_counter()
         try:
-            _run_logged(bundle_dir, args, "train.log")
+            run_logged(bundle_dir, args, "train.log")
         finally:  # every sitting of a resumed run counts in its wall time
             sittings_file = bundle_dir / "sittings.json"
             sittings = json.loads(sittings_file.read_text()) if sittings_file.is_file() else []
@@ -148,10 +148,13 @@ def ship(name: str, data: str = "data/openkbp", out: str = "runs/pretrained", bu
     state = check_checkpoint(trained, network)
 
     half = run_dir / "half" / "models" / "model.pt"  # a copy of the bundle whose weights are stored in float16
-    if not half.is_file():
-        half.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(run_dir / "configs", run_dir / "half" / "configs", dirs_exist_ok=True)
+    source = run_dir / "half" / "source.sha256"  # the weights it was made from: a retrained run redoes it
+    if not source.is_file() or source.read_text().strip() != sha256_of(trained):
+        shutil.rmtree(run_dir / "half", ignore_errors=True)
+        half.parent.mkdir(parents=True)
+        shutil.copytree(run_dir / "configs", run_dir / "half" / "configs")
         torch.save(parameters_stored_as(state, network, torch.float16), half)
+        write_text_atomic(source, sha256_of(trained) + "\n")
     half_eval = _evaluate(run_dir / "half", data_dir, "fp32")
     full, halved = _predictions(evaluated["fp32"]), _predictions(half_eval)
     max_voxel = max(float(np.abs(full[c] - halved[c]).max()) for c in full)
@@ -185,6 +188,7 @@ def ship(name: str, data: str = "data/openkbp", out: str = "runs/pretrained", bu
         "validation_data": f"the {counts['validation']} OpenKBP validation patients",
         "iterations": iterations, "best_iteration": best_iteration,
         "wall_time_min": sum(s["wall_s"] for s in sittings) / 60,
+        "bf16_autocast": bool(json.loads((run_dir / "runs" / "training_summary.json").read_text())["cpu_bf16_autocast"]),
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
         "training_overrides": (json.loads((run_dir / "overrides.json").read_text())
                                if (run_dir / "overrides.json").is_file() else {}),
