@@ -193,3 +193,16 @@ def test_a_record_renders_into_metadata_docs_and_large_files(tmp_path):
     assert "4000 iterations" in docs and "batch 2, 64x64x64 network input, bf16 autocast, 95 min" in docs
     assert "| 3.123 | 2.500 |" in docs and "iteration 3500" in docs
     assert f'hash_val: "{"ab" * 32}"' in (bundle / "large_files.yml").read_text()
+
+
+def test_training_wall_time_sums_the_sittings_of_a_resumed_run(tmp_path):
+    from tools.pretrained import training_wall_s
+
+    log = tmp_path / "train.log"
+    log.write_text("a warning without a time stamp\n"
+                   "2026-11-24 08:00:00,100 - INFO - Setting logging properties based on config: configs/logging.conf.\n"
+                   "Epoch [1/40]: [1/100]  1%| progress bar text\n"
+                   "2026-11-24 08:30:00,900 - INFO - Epoch: 5/40, Iter: 10/100 -- train_loss: 0.2\n"
+                   "2026-11-24 09:00:00,000 - INFO - Setting logging properties based on config: configs/logging.conf.\n"
+                   "2026-11-24 09:10:30,000 - ignite.engine.engine.SupervisedTrainer - INFO - Engine run finished.\n")
+    assert training_wall_s(log) == 30 * 60 + 10 * 60 + 30

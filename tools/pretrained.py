@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from pathlib import Path
@@ -99,14 +100,7 @@ def train(name: str, data: str = "data/openkbp", out: str = "runs/pretrained", b
         if any((bundle_dir / "models").glob("checkpoint_*.pt")):
             args += ["--resume", "true"]
         print(f"[{time.strftime('%H:%M:%S')}] training {name}: log {bundle_dir / 'train.log'}", flush=True)
-        start = time.perf_counter()
-        try:
-            run_logged(bundle_dir, args, "train.log")
-        finally:  # every sitting of a resumed run counts in its wall time
-            sittings_file = bundle_dir / "sittings.json"
-            sittings = json.loads(sittings_file.read_text()) if sittings_file.is_file() else []
-            sittings.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": time.perf_counter() - start})
-            write_text_atomic(sittings_file, json.dumps(sittings, indent=1) + "\n")
+        run_logged(bundle_dir, args, "train.log")
     for mode in _modes():
         _evaluate(bundle_dir, data_dir, mode)
     return str(bundle_dir)
@@ -121,6 +115,25 @@ def _dose_errors(folder: Path) -> dict[str, float]:
     lines = (folder / "case_summary.csv").read_text().splitlines()
     column = lines[0].split(",").index("dose_error_gy")
     return {line.split(",")[0]: float(line.split(",")[column]) for line in lines[1:]}
+
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ - ")
+
+
+def training_wall_s(train_log: Path) -> float:
+    """Wall seconds a training run took over all its sittings: for each sitting (from one start of the trainer,
+    fresh or resumed, to the next), its first to its last time-stamped log line. A killed sitting counts up to
+    its last line."""
+    sittings: list[list[datetime.datetime]] = []
+    for line in train_log.read_text(errors="replace").splitlines():
+        stamp = _STAMP.match(line)
+        if stamp is None:
+            continue
+        when = datetime.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S")
+        if not sittings or "Setting logging properties based on config" in line:
+            sittings.append([when, when])
+        sittings[-1][1] = when
+    return sum((end - start).total_seconds() for start, end in sittings)
 
 
 def _iterations(bundle_dir: Path) -> tuple[int, int]:
@@ -171,7 +184,6 @@ def ship(name: str, data: str = "data/openkbp", out: str = "runs/pretrained", bu
     if dtype == torch.float16:  # the fp32 scores of the weights as shipped (bf16's moved by less than the limit)
         evaluated["fp32"] = half_eval
     scores = {mode: json.loads((f / "run_info.json").read_text())["metrics"] for mode, f in evaluated.items()}
-    sittings = json.loads((run_dir / "sittings.json").read_text()) if (run_dir / "sittings.json").is_file() else []
     iterations, best_iteration = _iterations(run_dir)
     datalist = data_dir / "datalist.json"
     counts = {split: len(load_datalist(datalist, split)) for split in ("training", "validation")}
@@ -187,7 +199,7 @@ def ship(name: str, data: str = "data/openkbp", out: str = "runs/pretrained", bu
         "training_data": f"the {counts['training']} OpenKBP training patients",
         "validation_data": f"the {counts['validation']} OpenKBP validation patients",
         "iterations": iterations, "best_iteration": best_iteration,
-        "wall_time_min": sum(s["wall_s"] for s in sittings) / 60,
+        "wall_time_min": training_wall_s(run_dir / "train.log") / 60,
         "bf16_autocast": bool(json.loads((run_dir / "runs" / "training_summary.json").read_text())["cpu_bf16_autocast"]),
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
         "training_overrides": (json.loads((run_dir / "overrides.json").read_text())
