@@ -164,10 +164,10 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
             result["conversion"], mini_datalist = _time_conversion(Path(openkbp_mini), work)
             result["evaluation"] = _time_evaluation(mini_datalist, evaluation_cases)
             result["scoring"] = _time_scoring(Path(openkbp_mini), work, official_open_kbp)
-        if scoring_submission and scoring_reference:
-            result["scoring_given"] = benchmark_scoring(scoring_submission, scoring_reference, official_open_kbp)
             if not data.is_file():
                 data = mini_datalist
+        if scoring_submission and scoring_reference:
+            result["scoring_given"] = benchmark_scoring(scoring_submission, scoring_reference, official_open_kbp)
         result["training"] = []
         precisions = [p for p in as_list(train_precisions) if p == "fp32" or (p == "bf16" and dev.type == "cpu"
                                                                              and cpu_has_native_bf16())]
