@@ -20,6 +20,7 @@ from custom_nets.bundle_config import bundle_parser
 from custom_nets.bundle_packaging import sha256_of
 from custom_nets.bundle_variants import PRETRAINED_CONFIG, VARIANTS, pretrained_records
 from custom_nets.networks import DoseMaskCascade, check_checkpoint, parameters_stored_as
+from custom_nets.reports.tables import read_csv
 
 RECORDS = pretrained_records(REPO_ROOT / "bundles" / "_template")
 SHIPPED = sorted(RECORDS)
@@ -119,9 +120,7 @@ def test_shipped_weights_give_the_recorded_validation_dose_errors(name, openkbp_
                f"['configs/inference.json','configs/evaluate.json','configs/{PRETRAINED_CONFIG}']",
                "--dataset_dir", str(openkbp_mini_datalist.parent), "--split", "validation", "--output_dir", str(out),
                "--inference_mode", "frozen")
-    lines = (out / "case_summary.csv").read_text().splitlines()
-    column = lines[0].split(",").index("dose_error_gy")
-    measured = {line.split(",")[0]: float(line.split(",")[column]) for line in lines[1:]}
+    measured = {row["case_id"]: float(row["dose_error_gy"]) for row in read_csv(out / "case_summary.csv")}
     assert set(measured) == {"pt_201", "pt_202"}
     for case, error in measured.items():
         assert error == pytest.approx(RECORDS[name]["validation_dose_error_gy"][case], abs=1e-3), case

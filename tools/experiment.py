@@ -96,8 +96,13 @@ RUNS: tuple[Run, ...] = (  # in the order they run: the recipe check first, then
 )
 
 
+def config_list(files: list[str]) -> str:
+    """``--config_file``'s value for several files, as ``monai.bundle`` reads a list from the command line."""
+    return "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
 def _configs(files: list[str], run: Run) -> str:
-    return "[" + ",".join(f"'{f}'" for f in [*files, *run.extra_configs]) + "]"
+    return config_list([*files, *run.extra_configs])
 
 
 def run_logged(bundle_dir: Path, args: list[str], log_name: str) -> None:

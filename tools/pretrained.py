@@ -33,9 +33,10 @@ from custom_nets.io.atomic import atomic_file, write_text_atomic
 from custom_nets.io.datalist import load_datalist
 from custom_nets.networks import check_checkpoint, parameters_stored_as
 from custom_nets.performance.hardware import cpu_has_native_bf16
+from custom_nets.reports.tables import read_csv
 from tools.arguments import as_mapping
 from tools.bundles import BUNDLES_DIR
-from tools.experiment import run_logged
+from tools.experiment import config_list, run_logged
 
 TRAIN = ["configs/train.json", f"configs/{PRETRAINED_CONFIG}"]
 EVALUATE = ["configs/inference.json", "configs/evaluate.json", f"configs/{PRETRAINED_CONFIG}"]
@@ -48,10 +49,6 @@ def _variant(name: str):
         raise ValueError(f"{name} ships no pretrained weights; those that do: "
                          f"{[v.name for v in VARIANTS.values() if v.pretrained_iterations]}")
     return VARIANTS[name]
-
-
-def _configs(files: list[str]) -> str:
-    return "[" + ",".join(f"'{f}'" for f in files) + "]"
 
 
 def _prior_args(name: str, bundles: Path) -> list[str]:
@@ -68,7 +65,7 @@ def _evaluate(bundle_dir: Path, data: Path, mode: str) -> Path:
     folder = bundle_dir / "eval" / f"validation_{mode}"
     if not (folder / "run_info.json").is_file():
         print(f"[{time.strftime('%H:%M:%S')}] evaluating {bundle_dir.name} ({mode}) on validation", flush=True)
-        run_logged(bundle_dir, ["run", "--config_file", _configs(EVALUATE), "--dataset_dir", str(data), "--split",
+        run_logged(bundle_dir, ["run", "--config_file", config_list(EVALUATE), "--dataset_dir", str(data), "--split",
                                  "validation", "--output_dir", str(folder), "--inference_mode", MODES[mode]],
                     "evaluate.log")
     return folder
@@ -95,7 +92,7 @@ def train(name: str, data: str = "data/openkbp", out: str = "runs/pretrained", b
         if common:
             write_text_atomic(bundle_dir / "overrides.json", json.dumps(as_mapping(overrides, "overrides")) + "\n")
     if not (bundle_dir / "runs" / "training_summary.json").is_file():
-        args = ["run", "training", "--config_file", _configs(TRAIN), "--dataset_dir", str(data_dir), *prior,
+        args = ["run", "training", "--config_file", config_list(TRAIN), "--dataset_dir", str(data_dir), *prior,
                 *common]
         if any((bundle_dir / "models").glob("checkpoint_*.pt")):
             args += ["--resume", "true"]
@@ -112,9 +109,7 @@ def _predictions(folder: Path) -> dict[str, np.ndarray]:
 
 
 def _dose_errors(folder: Path) -> dict[str, float]:
-    lines = (folder / "case_summary.csv").read_text().splitlines()
-    column = lines[0].split(",").index("dose_error_gy")
-    return {line.split(",")[0]: float(line.split(",")[column]) for line in lines[1:]}
+    return {row["case_id"]: float(row["dose_error_gy"]) for row in read_csv(folder / "case_summary.csv")}
 
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ - ")
