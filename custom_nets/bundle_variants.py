@@ -321,7 +321,8 @@ python -m monai.bundle run --config_file "['configs/inference.json','configs/eva
 """
 
 
-def _docs(variant: BundleVariant, template_dir: Path, record: Mapping | None = None) -> str:
+def _docs(variant: BundleVariant, template_dir: Path, record: Mapping | None = None,
+          pretrained_config: Mapping | None = None) -> str:
     template = (template_dir / "docs" / "README.md").read_text()
     fractions = _fractions(variant)
     channels = variant.input_channel_names()
@@ -353,8 +354,7 @@ def _docs(variant: BundleVariant, template_dir: Path, record: Mapping | None = N
         reference_dose_gy=f"{LUNG.reference_dose_gy:g}", openkbp_reference_dose_gy=f"{OPENKBP.reference_dose_gy:g}",
         variant_text=variant_text, training_text=training_text,
         mask_note=mask_note, model_text=variant.model_text, schedule_text=variant.schedule_text,
-        pretrained_text=_pretrained_text(variant, record, openkbp_cpu_config(variant, template_dir)
-                                         if variant.pretrained_iterations else {}),
+        pretrained_text=_pretrained_text(variant, record, pretrained_config or {}),
         references=variant.references + "\n" + OPENKBP_REFERENCE)
 
 
@@ -377,14 +377,14 @@ def render_bundle(variant: BundleVariant | str, template_dir: str | Path, out_di
         (out_dir / "configs" / name).write_text(text)
     for name, config in variant.extra_configs.items():
         (out_dir / "configs" / name).write_text(json.dumps(config, indent=4) + "\n")
-    if variant.pretrained_iterations:
-        (out_dir / "configs" / PRETRAINED_CONFIG).write_text(
-            json.dumps(openkbp_cpu_config(variant, template_dir), indent=4) + "\n")
+    pretrained_config = openkbp_cpu_config(variant, template_dir) if variant.pretrained_iterations else None
+    if pretrained_config:
+        (out_dir / "configs" / PRETRAINED_CONFIG).write_text(json.dumps(pretrained_config, indent=4) + "\n")
     record = pretrained_records(template_dir).get(variant.name)
     (out_dir / "configs" / "metadata.json").write_text(json.dumps(metadata(variant, record), indent=4) + "\n")
     (out_dir / "configs" / "metadata_openkbp.json").write_text(json.dumps(profile_metadata(variant, OPENKBP),
                                                                           indent=4) + "\n")
-    (out_dir / "docs" / "README.md").write_text(_docs(variant, template_dir, record))
+    (out_dir / "docs" / "README.md").write_text(_docs(variant, template_dir, record, pretrained_config))
     shutil.copyfile(template_dir / "docs" / "data_license.txt", out_dir / "docs" / "data_license.txt")
     shutil.copyfile(template_dir / "LICENSE", out_dir / "LICENSE")
     if record:  # committed beside this file: download_large_files only checks the sha256 (the url is for a copy)
