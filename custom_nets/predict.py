@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigWorkflow
 
-from custom_nets.bundle_config import bundle_parser
+from custom_nets.bundles.config import bundle_parser
 from custom_nets.io.atomic import atomic_directory, atomic_file, write_text_atomic
 from custom_nets.io.canonical import PREDICTED_DOSE_FILE, write_case
 from custom_nets.io.datalist import write_datalist

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from custom_nets.bundle_variants import VARIANTS
+from custom_nets.bundles import load_variants
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
+BUNDLE_SOURCES = REPO_ROOT / "bundles" / "_template"
 
+VARIANTS = load_variants(BUNDLE_SOURCES)
 BUNDLES = list(VARIANTS)
 # cascade and RANDose widths, a 32^3 network input (unused keys are inert)
 TINY = ["--widths_a", "[2,4,8,16,32]", "--widths_b", "[2,4,8,16,32]", "--widths", "[2,4,8,16,32]",

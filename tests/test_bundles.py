@@ -13,20 +13,57 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BUNDLES, CONFIGS, MASK_BUNDLES, REPO_ROOT, TINY, require_shared, run_bundle
-from custom_nets.bundle_variants import PRETRAINED_CONFIG, VARIANTS, render_bundle
+from conftest import BUNDLE_SOURCES, BUNDLES, CONFIGS, MASK_BUNDLES, REPO_ROOT, TINY, VARIANTS, require_shared, run_bundle
+from custom_nets.bundles import PRETRAINED_CONFIG, render_all
+from custom_nets.bundles.render import GENERATED_KEY, rendered_files, unrendered_files
 from custom_nets.io.canonical import read_case
 from custom_nets.io.datalist import load_datalist
 from custom_nets.io.openkbp import read_sparse_dose_csv, to_openkbp_grid
 
-def test_committed_bundles_equal_the_rendered_template(tmp_path):
-    for name in BUNDLES:
-        rendered = render_bundle(name, REPO_ROOT / "bundles" / "_template", tmp_path / name)
-        for path in rendered.rglob("*"):
-            if path.is_file():
-                committed = REPO_ROOT / "bundles" / name / path.relative_to(rendered)
-                assert committed.is_file() and filecmp.cmp(path, committed, shallow=False), (
-                    f"{committed} differs from the template: run `dosepred bundles sync`")
+def test_committed_bundles_equal_their_rendered_sources():
+    folders = {p.name for p in (REPO_ROOT / "bundles").iterdir() if p.is_dir() and p.name != "_template"}
+    assert folders == set(BUNDLES), f"bundle folders without a variant in {BUNDLE_SOURCES / 'variants'}"
+    for name, variant in VARIANTS.items():
+        bundle = REPO_ROOT / "bundles" / name
+        files = rendered_files(variant, BUNDLE_SOURCES)
+        for relative, text in files.items():
+            assert (bundle / relative).is_file() and (bundle / relative).read_text() == text, (
+                f"{bundle / relative} differs from its sources: run `dosepred bundles sync`")
+        assert not unrendered_files(bundle, files), f"{bundle}: files not rendered from {BUNDLE_SOURCES}"
+        for relative in ("LICENSE", "docs/data_license.txt"):
+            assert filecmp.cmp(bundle / relative, BUNDLE_SOURCES / "base" / relative, shallow=False)
+        config = json.loads((bundle / "configs" / "train.json").read_text())
+        assert next(iter(config)) == GENERATED_KEY and "dosepred bundles sync" in config[GENERATED_KEY]
+        assert (bundle / "docs" / "README.md").read_text().startswith("<!-- generated from bundles/_template")
+
+
+def test_randose_holds_only_what_randose_has():
+    for name in ("train.json", "inference.json", "cpu.json", PRETRAINED_CONFIG):
+        config = json.loads((REPO_ROOT / "bundles" / "randose" / "configs" / name).read_text())
+        assert not {"dose_mask_set", "prior_checkpoint", "widths_a", "widths_b"} & set(config), name
+    assert "C3D" not in (REPO_ROOT / "bundles" / "randose" / "docs" / "README.md").read_text()
+
+
+def test_changing_a_bundle_is_one_line_in_one_file_and_one_command(tmp_path):
+    """The README's "Changing a bundle": dm3's learning rate, in its variant file, then `dosepred bundles sync`."""
+    bundles = tmp_path / "bundles"
+    shutil.copytree(REPO_ROOT / "bundles", bundles, ignore=shutil.ignore_patterns("models", "eval", "runs",
+                                                                                   "predictions"))
+    source = bundles / "_template" / "variants" / "cascunet_dm3.json"
+    lines = source.read_text().splitlines()
+    at = lines.index('    "configs": {')
+    source.write_text("\n".join([*lines[:at + 1], '        "train.json": {"learning_rate": 0.0001},', *lines[at + 1:]])
+                      + "\n")
+    before = {p: p.read_text() for p in bundles.rglob("*.json") if "_template" not in p.parts}
+    render_all(bundles)
+    changed = {p for p, text in before.items() if p.read_text() != text}
+    assert changed == {bundles / "cascunet_dm3" / "configs" / "train.json"}
+    old, new = json.loads(before[bundles / "cascunet_dm3" / "configs" / "train.json"]), json.loads(
+        (bundles / "cascunet_dm3" / "configs" / "train.json").read_text())
+    assert new["learning_rate"] == 0.0001 and {k for k in new if new[k] != old[k]} == {"learning_rate"}
+    (bundles / "cascunet_dm3" / "configs" / "my_override.json").write_text("{}\n")  # added by hand: refused
+    with pytest.raises(FileExistsError, match="my_override.json"):
+        render_all(bundles)
 
 
 @pytest.mark.parametrize("name", BUNDLES)

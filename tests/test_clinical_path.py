@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from conftest import CONFIGS, TINY, run_bundle, run_dciodvfy
-from custom_nets.bundle_packaging import package_bundle, sha256_of
+from custom_nets.bundles.packaging import package_bundle, sha256_of
 from custom_nets.io.canonical import PREDICTED_DOSE_FILE, read_case
 from custom_nets.io.datalist import load_datalist
 from custom_nets.io.dicom.export import DICOM_FILES, write_dicom_case

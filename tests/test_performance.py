@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from conftest import BUNDLES, CONFIGS, TINY, require_shared
-from custom_nets.bundle_config import bundle_parser
+from custom_nets.bundles.config import bundle_parser
 from custom_nets.io.datalist import load_datalist
 from custom_nets.networks import CascadeUNet, RANDose
 from custom_nets.performance.fused_norm import FusedInstanceNormAct3d, fuse_instance_norm_activations

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT, require_shared, run_bundle
-from custom_nets.bundle_config import bundle_parser
-from custom_nets.bundle_packaging import sha256_of
-from custom_nets.bundle_variants import PRETRAINED_CONFIG, VARIANTS, pretrained_records
+from conftest import REPO_ROOT, VARIANTS, require_shared, run_bundle
+from custom_nets.bundles.config import bundle_parser
+from custom_nets.bundles.packaging import sha256_of
+from custom_nets.bundles import PRETRAINED_CONFIG, pretrained_records
 from custom_nets.networks import DoseMaskCascade, check_checkpoint, parameters_stored_as
 from custom_nets.reports.tables import read_csv
 
@@ -170,7 +170,7 @@ def test_a_record_renders_into_metadata_docs_and_large_files(tmp_path):
     section with the scores and the recipe read from openkbp_cpu.json, and large_files.yml."""
     from monai.bundle import verify_metadata
 
-    from custom_nets.bundle_variants import render_bundle
+    from custom_nets.bundles import render_bundle
 
     schema = require_shared("schema/meta_schema_20240725.json")
     template = Path(shutil.copytree(REPO_ROOT / "bundles" / "_template", tmp_path / "_template"))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from custom_nets.bundle_config import bundle_parser, profile_configs
+from custom_nets.bundles.config import bundle_parser, profile_configs
 from custom_nets.io.canonical import read_case
 from custom_nets.io.datalist import load_datalist
 from custom_nets.io.atomic import write_text_atomic

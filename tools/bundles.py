@@ -1,11 +1,12 @@
-"""The bundles: render them from bundles/_template (run after editing the template), and package one to share."""
+"""The bundles: render them from their sources in bundles/_template (run after editing those), and package one to
+share."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from custom_nets.bundle_packaging import package_bundle
-from custom_nets.bundle_variants import VARIANTS, render_bundle
+from custom_nets.bundles.packaging import package_bundle
+from custom_nets.bundles import render_all
 from custom_nets.options import as_bool
 from tools.arguments import as_list, as_mapping
 
@@ -13,9 +14,8 @@ BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 
 
 def sync(bundles_dir: str = str(BUNDLES_DIR)) -> list[str]:
-    """Regenerate every cascade bundle under BUNDLES_DIR from BUNDLES_DIR/_template."""
-    root = Path(bundles_dir)
-    return [str(render_bundle(v, root / "_template", root / v.name)) for v in VARIANTS.values()]
+    """Regenerate every bundle under BUNDLES_DIR from its sources in BUNDLES_DIR/_template."""
+    return [str(path) for path in render_all(bundles_dir)]
 
 
 def package(bundle: str, out: str = "dist", configs: str | list = "", weights: str | None = None, overrides=None,

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from custom_nets.bundle_config import bundle_parser
+from custom_nets.bundles.config import bundle_parser
 from custom_nets.io.atomic import write_text_atomic
 from custom_nets.io.datalist import load_datalist
 from custom_nets.options import as_bool

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from custom_nets.bundle_config import bundle_parser, profile_configs
+from custom_nets.bundles.config import bundle_parser, profile_configs
 from custom_nets.networks.complexity import forward_flops, parameter_counts
 from custom_nets.options import as_bool
 from tools.bundles import BUNDLES_DIR

@@ -26,9 +26,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from custom_nets.bundle_config import bundle_parser
-from custom_nets.bundle_packaging import sha256_of
-from custom_nets.bundle_variants import PRETRAINED_CONFIG, PRETRAINED_RECORDS, VARIANTS, render_bundle
+from custom_nets.bundles.config import bundle_parser
+from custom_nets.bundles.packaging import sha256_of
+from custom_nets.bundles import PRETRAINED_CONFIG, PRETRAINED_RECORDS, load_variants, render_bundle
 from custom_nets.io.atomic import atomic_file, write_text_atomic
 from custom_nets.io.datalist import load_datalist
 from custom_nets.networks import check_checkpoint, parameters_stored_as
@@ -44,15 +44,16 @@ EVALUATE = ["configs/inference.json", "configs/evaluate.json", f"configs/{PRETRA
 MODES = {"fp32": "frozen", "bf16": "bf16"}
 
 
-def _variant(name: str):
-    if name not in VARIANTS or not VARIANTS[name].pretrained_iterations:
+def _variant(name: str, bundles: Path):
+    variants = load_variants(bundles / "_template")
+    if name not in variants or not variants[name].pretrained_iterations:
         raise ValueError(f"{name} ships no pretrained weights; those that do: "
-                         f"{[v.name for v in VARIANTS.values() if v.pretrained_iterations]}")
-    return VARIANTS[name]
+                         f"{[v.name for v in variants.values() if v.pretrained_iterations]}")
+    return variants[name]
 
 
 def _prior_args(name: str, bundles: Path) -> list[str]:
-    if not VARIANTS[name].dose_mask_set:
+    if not _variant(name, bundles).dose_mask_set:
         return []
     prior = bundles / "cascunet_basic" / "models" / "model.pt"
     if not prior.is_file():
@@ -80,8 +81,8 @@ def train(name: str, data: str = "data/openkbp", out: str = "runs/pretrained", b
     """Train NAME's shipped model in OUT/NAME on DATA (converted OpenKBP) with ``configs/openkbp_cpu.json`` of
     BUNDLES/NAME, resuming an interrupted run, then evaluate it on the validation split. OVERRIDES (JSON object
     of config ids) are for trying the command on little data; shipped weights are trained without."""
-    _variant(name)
     data_dir, bundle_dir, bundles_dir = Path(data).resolve(), Path(out).resolve() / name, Path(bundles)
+    _variant(name, bundles_dir)
     if not (data_dir / "datalist.json").is_file():
         raise FileNotFoundError(f"{data_dir / 'datalist.json'} does not exist: run dosepred openkbp convert first")
     prior = _prior_args(name, bundles_dir)
@@ -145,8 +146,8 @@ def ship(name: str, data: str = "data/openkbp", out: str = "runs/pretrained", bu
     """Ship the model ``train`` made in OUT/NAME: weights into BUNDLES/NAME/models/model.pt (float16 when no
     validation voxel's dose moves by more than MAX_CHANGE_GY, else float32), its record into
     BUNDLES/_template/pretrained.json, and the bundle re-rendered."""
-    variant = _variant(name)
     data_dir, run_dir, bundles_dir = Path(data).resolve(), Path(out).resolve() / name, Path(bundles)
+    variant = _variant(name, bundles_dir)
     trained = run_dir / "models" / "model.pt"
     evaluated = {mode: run_dir / "eval" / f"validation_{mode}" for mode in _modes()}
     if not trained.is_file() or not all((f / "run_info.json").is_file() for f in evaluated.values()):

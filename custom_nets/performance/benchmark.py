@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigWorkflow
 
-from custom_nets.bundle_config import bundle_parser
+from custom_nets.bundles.config import bundle_parser
 from custom_nets.networks.complexity import forward_flops, parameter_counts
 from custom_nets.performance.hardware import peak_memory_mb, reset_peak_memory
 from custom_nets.performance.inference import INFERENCE_MODES, prepare_network, time_forward

@@ -25,7 +25,7 @@ from custom_nets.io.atomic import atomic_file, write_text_atomic
 
 __all__ = ["PackagedBundle", "large_files_yaml", "merge_configs", "package_bundle", "sha256_of"]
 
-CUSTOM_NETS_DIR = Path(__file__).resolve().parent
+CUSTOM_NETS_DIR = Path(__file__).resolve().parents[1]
 MERGED_CONFIGS = ("inference.json", "train.json")
 
 
