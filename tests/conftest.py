@@ -62,7 +62,7 @@ def run_dciodvfy(path: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def openkbp_mini_datalist(tmp_path_factory) -> Path:
     """The six OpenKBP mini patients converted to canonical cases (training pt_1-4, validation pt_201-202)."""
-    from tools.openkbp import convert
+    from dosepred.openkbp import convert
 
     train = require_shared("data/openkbp/mini/train-pats")
     validation = require_shared("data/openkbp/mini/validation-pats")

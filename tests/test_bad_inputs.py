@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, TINY, require_shared
-from tools.cli import main
+from dosepred.cli import main
 
 
 def dosepred(monkeypatch, capsys, *args: str) -> tuple[int, str]:
@@ -138,7 +138,7 @@ def test_conversion_removes_what_a_killed_run_left(tmp_path, monkeypatch, capsys
 
 @pytest.fixture(scope="module")
 def converted_case(tmp_path_factory) -> Path:
-    from tools.openkbp import convert
+    from dosepred.openkbp import convert
 
     out = tmp_path_factory.mktemp("case")
     source = out / "validation-pats"
@@ -225,7 +225,7 @@ def test_false_means_false_on_every_command_line(tmp_path, monkeypatch, capsys):
 
 @pytest.fixture(scope="module")
 def dicom_patient(tmp_path_factory) -> Path:
-    from tools.dicom import phantom
+    from dosepred.dicom import phantom
 
     return Path(phantom(out=str(tmp_path_factory.mktemp("dicom") / "patient"), shape=(32, 32, 24)))
 

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO_ROOT
+
 
 def test_quickstart_command_runs_on_the_embedded_phantoms(tmp_path):
     out = tmp_path / "qs"
     result = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "quickstart", "--out", str(out), "--n_training", "2", "--n_validation",
+        [sys.executable, "-m", "dosepred.cli", "quickstart", "--out", str(out), "--n_training", "2", "--n_validation",
          "1", "--n_test", "1", "--shape", "32", "--network_size", "32", "--iterations", "2"],
         capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1],
     )
@@ -34,7 +36,7 @@ def test_quickstart_command_runs_on_the_embedded_phantoms(tmp_path):
 
 def test_bad_arguments_get_a_clear_message(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "phantoms", "generate", "--out", str(tmp_path), "--shape", "8"],
+        [sys.executable, "-m", "dosepred.cli", "phantoms", "generate", "--out", str(tmp_path), "--shape", "8"],
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
     )
     assert result.returncode != 0 and "shape must be three sizes >= 16" in result.stderr
@@ -42,7 +44,7 @@ def test_bad_arguments_get_a_clear_message(tmp_path):
 
 def test_model_size_counts_parameters_and_flops_of_a_bundle_network():
     from custom_nets.networks import RANDose
-    from tools.model_size import model_size
+    from dosepred.model_size import model_size
 
     result = model_size("randose", size=32, cpu=True)
     network = RANDose(9, widths=[6, 12, 24, 48, 96], stem_channels=6)
@@ -55,7 +57,7 @@ def test_model_size_counts_parameters_and_flops_of_a_bundle_network():
 
 
 def _dosepred(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "dosepred.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=Path(__file__).resolve().parents[1])
 
 
@@ -71,3 +73,16 @@ def test_clinical_and_benchmark_commands_are_wired(tmp_path):
     missing = _dosepred("predict", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--ckpt_path",
                         str(tmp_path / "weights.pt"))
     assert missing.returncode == 2 and f"DICOM folder not found: {tmp_path / 'nowhere'}" in missing.stderr
+
+
+def test_setup_installs_every_package_and_no_generic_tools():
+    """setup.cfg lists every package (tools/ installs as ``dosepred``, never as a top-level ``tools``)."""
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(REPO_ROOT / "setup.cfg")
+    listed = set(setup["options"]["packages"].split())
+    found = {".".join(p.parent.relative_to(REPO_ROOT).parts) for p in (REPO_ROOT / "custom_nets").rglob("__init__.py")}
+    assert listed == found | {"dosepred"}, "a package is missing from setup.cfg's [options] packages"
+    assert setup["options"]["package_dir"].split() == ["dosepred", "=", "tools"]
+    assert "dosepred.cli:main" in setup["options.entry_points"]["console_scripts"]

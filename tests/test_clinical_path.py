@@ -34,7 +34,7 @@ from custom_nets.io.dicom.rtstruct import rasterise, read_structure_set
 from custom_nets.phantoms import make_phantom
 from custom_nets.reports.dosimetric_evaluation import read_predicted_dose
 from custom_nets.reports.tables import read_csv
-from tools.dicom import predict
+from dosepred.dicom import predict
 
 TINY_IDS = {TINY[i][2:]: json.loads(TINY[i + 1]) for i in range(0, len(TINY), 2)}
 OPENKBP_CONFIGS = ["configs/openkbp.json", "configs/cpu.json"]

@@ -293,7 +293,7 @@ def test_an_off_level_prescription_is_filed_with_a_warning_keeping_its_dose(pati
 def test_an_openkbp_patient_exported_to_dicom_imports_back_exactly(openkbp_mini_datalist, tmp_path):
     """`dosepred dicom export`: CT and masks come back exactly, the dose within the 16-bit quantisation; every
     object passes dciodvfy."""
-    from tools.dicom import export
+    from dosepred.dicom import export
 
     case = read_case(openkbp_mini_datalist.parent / "cases" / "pt_201")
     folder = Path(export(str(openkbp_mini_datalist.parent / "cases" / "pt_201"), str(tmp_path / "pt_201")))
@@ -325,7 +325,7 @@ def _reoriented_affine(case, codes) -> np.ndarray:
 def test_an_openkbp_patient_folder_as_published_exports_like_its_converted_case(openkbp_mini_datalist, tmp_path):
     """`dosepred dicom export <OpenKBP pt folder>` reads the CSVs directly: the same CT and structures as the
     converted case's export, the dose within a quantisation step (the CSV dose is float64, the case's float32)."""
-    from tools.dicom import export
+    from dosepred.dicom import export
 
     published = require_shared("data/openkbp/mini/validation-pats/pt_201")
     direct = import_dicom_case(Path(export(str(published), str(tmp_path / "direct"))), "openkbp").case

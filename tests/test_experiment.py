@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import TINY
-from tools.experiment import cpu_budget
+from dosepred.experiment import cpu_budget
 
 TINY_IDS = {TINY[i][2:]: json.loads(TINY[i + 1]) for i in range(0, len(TINY), 2)}
 
@@ -43,7 +43,7 @@ def test_experiment_refuses_unknown_runs_and_a_missing_prior(openkbp_mini_datali
 
 
 def test_pooling_floor_is_small_and_lower_for_the_region_than_the_whole_volume(openkbp_mini_datalist):
-    from tools.experiment import pooling_floor
+    from dosepred.experiment import pooling_floor
 
     floor = pooling_floor(data=str(openkbp_mini_datalist.parent), split="training", network_size=64)
     assert 0 < floor["region"] < floor["whole_volume"] < 2.0
@@ -52,7 +52,7 @@ def test_pooling_floor_is_small_and_lower_for_the_region_than_the_whole_volume(o
 
 
 def test_the_mask_claim_needs_both_scores_to_fall_beyond_the_seed_spread():
-    from tools.experiment import mask_claim
+    from dosepred.experiment import mask_claim
 
     def row(model, dose, dvh):
         return {"model": model, "dose score (Gy)": dose, "DVH score (Gy)": dvh}
@@ -68,7 +68,7 @@ def test_the_mask_claim_needs_both_scores_to_fall_beyond_the_seed_spread():
 
 
 def test_the_seed_spread_is_the_yardstick_of_single_runs():
-    from tools.experiment import seed_spread
+    from dosepred.experiment import seed_spread
 
     def row(model, dose, dvh):
         return {"model": model, "dose score (Gy)": dose, "DVH score (Gy)": dvh}

@@ -182,7 +182,7 @@ def test_submission_writer_refuses_negative_or_nan_dose_and_zeroes_outside_the_m
 def test_export_tool_reads_a_prediction_in_any_orientation(openkbp_mini_datalist, tmp_path):
     """A prediction saved in RAS order (as MONAI pipelines do) goes back to the official grid."""
     from custom_nets.reports.case_preview import to_ras
-    from tools.openkbp import export
+    from dosepred.openkbp import export
 
     case_dir = openkbp_mini_datalist.parent / "cases" / "pt_201"
     case = read_case(case_dir)

@@ -10,7 +10,7 @@ import pytest
 from conftest import require_shared
 from custom_nets.io.openkbp import read_openkbp_patient, read_sparse_dose_csv
 from custom_nets.metrics import dose_error, dose_score, dvh_score, openkbp_dvh_metrics
-from tools.openkbp import score
+from dosepred.openkbp import score
 
 PATIENTS = ["pt_1", "pt_2", "pt_3", "pt_4", "pt_201", "pt_202"]
 

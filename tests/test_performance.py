@@ -110,7 +110,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(make):
 
 
 def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
-    from tools.benchmark import benchmark
+    from dosepred.benchmark import benchmark
 
     mini = require_shared("data/openkbp/mini")
     out = tmp_path / "benchmark.json"

@@ -147,7 +147,7 @@ def test_depth_dose_builds_up_then_attenuates():
 
 
 def test_phantom_dataset_datalist_and_preview(lung_phantom_datalist, tmp_path):
-    from tools.phantoms import previews
+    from dosepred.phantoms import previews
 
     counts = {s: len(load_datalist(lung_phantom_datalist, s)) for s in ("training", "validation", "test")}
     assert counts == {"training": 4, "validation": 1, "test": 1}

@@ -51,7 +51,7 @@ def test_every_bundle_with_weights_has_a_record_and_the_reverse():
 
 def test_train_and_ship_on_the_mini_patients(openkbp_mini_datalist, tmp_path):
     """The whole command on 4 + 2 patients, 2 iterations: float16 storage is chosen only within the limit."""
-    from tools.pretrained import ship, train
+    from dosepred.pretrained import ship, train
 
     bundles = tmp_path / "bundles"
     for name in ("_template", "cascunet_basic"):
@@ -195,7 +195,7 @@ def test_a_record_renders_into_metadata_docs_and_large_files(tmp_path):
 
 
 def test_training_wall_time_sums_the_sittings_of_a_resumed_run(tmp_path):
-    from tools.pretrained import training_wall_s
+    from dosepred.pretrained import training_wall_s
 
     log = tmp_path / "train.log"
     log.write_text("a warning without a time stamp\n"

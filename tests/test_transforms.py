@@ -12,11 +12,13 @@ from custom_nets.io.datalist import load_datalist
 from custom_nets.profiles import LUNG, dose_mask_thresholds
 from custom_nets.transforms import (
     CASE_KEYS,
+    CT_AIR,
     DoseMasksd,
     LoadDoseCased,
     MergePTVd,
     RandAxialRotateTranslated,
     ScaleDosed,
+    WindowCTd,
     dose_masks,
     merge_ptv,
 )
@@ -34,9 +36,12 @@ def test_merge_ptv_inner_target_crops_outer_one():
 
 
 def test_ct_window_of_the_paper_is_monai_scale_intensity_range():
-    window = ScaleIntensityRanged("ct", a_min=-1024, a_max=1500, b_min=-1.024, b_max=1.5, clip=True)
-    out = window({"ct": torch.tensor([-2000.0, -1024.0, 0.0, 1000.0, 1500.0, 3000.0])})["ct"]
+    hu = torch.tensor([-2000.0, -1024.0, 0.0, 1000.0, 1500.0, 3000.0])
+    out = WindowCTd("ct")({"ct": hu})["ct"]
     np.testing.assert_allclose(out.numpy(), [-1.024, -1.024, 0.0, 1.0, 1.5, 1.5], atol=1e-6)
+    monai = ScaleIntensityRanged("ct", a_min=-1024, a_max=1500, b_min=-1.024, b_max=1.5, clip=True)({"ct": hu})["ct"]
+    torch.testing.assert_close(torch.as_tensor(out), torch.as_tensor(monai))
+    assert CT_AIR == pytest.approx(-1.024)
 
 
 def test_load_case_gives_profile_ordered_channels(lung_phantom_datalist):
@@ -111,7 +116,7 @@ def test_training_pipeline_composes_into_the_network_input(lung_phantom_datalist
         LoadDoseCased("case", "lung"),
         Orientationd(list(CASE_KEYS), axcodes="RAS"),
         MergePTVd(LUNG.reference_dose_gy),
-        ScaleIntensityRanged("ct", a_min=-1024, a_max=1500, b_min=-1.024, b_max=1.5, clip=True),
+        WindowCTd("ct"),
         ScaleDosed("dose", LUNG.reference_dose_gy),
         DoseMasksd(fractions, dose_key="dose"),
         RandFlipd(keys, prob=0.5, spatial_axis=0),

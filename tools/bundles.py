@@ -8,7 +8,7 @@ from pathlib import Path
 from custom_nets.bundles.packaging import package_bundle
 from custom_nets.bundles import render_all
 from custom_nets.options import as_bool
-from tools.arguments import as_list, as_mapping
+from dosepred.arguments import as_list, as_mapping
 
 BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 

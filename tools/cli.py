@@ -28,7 +28,7 @@ import sys
 
 import fire
 
-from tools import benchmark, bundles, dicom, experiment, model_size, openkbp, phantoms, pretrained, quickstart, report
+from dosepred import benchmark, bundles, dicom, experiment, model_size, openkbp, phantoms, pretrained, quickstart, report
 
 
 COMMANDS = {

@@ -12,8 +12,8 @@ from custom_nets.io.openkbp import read_openkbp_patient
 from custom_nets.options import as_bool
 from custom_nets.phantoms import make_phantom
 from custom_nets.predict import predict_dicom
-from tools.arguments import as_list, as_mapping
-from tools.bundles import BUNDLES_DIR
+from dosepred.arguments import as_list, as_mapping
+from dosepred.bundles import BUNDLES_DIR
 
 
 def predict(dicom_dir: str, bundle: str = str(BUNDLES_DIR / "cascunet_basic"), out: str = "runs/predict",

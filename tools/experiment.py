@@ -23,8 +23,8 @@ from custom_nets.io.atomic import write_text_atomic
 from custom_nets.io.datalist import load_datalist
 from custom_nets.options import as_bool
 from custom_nets.reports import write_report
-from tools.arguments import as_mapping
-from tools.bundles import BUNDLES_DIR
+from dosepred.arguments import as_mapping
+from dosepred.bundles import BUNDLES_DIR
 
 TRAIN = ["configs/train.json", "configs/openkbp.json", "configs/cpu.json"]
 EVALUATE = ["configs/inference.json", "configs/evaluate.json", "configs/openkbp.json", "configs/cpu.json"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from custom_nets.bundles.config import bundle_parser, profile_configs
 from custom_nets.networks.complexity import forward_flops, parameter_counts
 from custom_nets.options import as_bool
-from tools.bundles import BUNDLES_DIR
+from dosepred.bundles import BUNDLES_DIR
 
 
 def model_size(bundle: str = "randose", size: int = 128, profile: str = "openkbp", cpu: bool = False) -> dict:

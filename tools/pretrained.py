@@ -34,9 +34,9 @@ from custom_nets.io.datalist import load_datalist
 from custom_nets.networks import check_checkpoint, parameters_stored_as
 from custom_nets.performance.hardware import cpu_has_native_bf16
 from custom_nets.reports.tables import read_csv
-from tools.arguments import as_mapping
-from tools.bundles import BUNDLES_DIR
-from tools.experiment import config_list, run_logged
+from dosepred.arguments import as_mapping
+from dosepred.bundles import BUNDLES_DIR
+from dosepred.experiment import config_list, run_logged
 
 TRAIN = ["configs/train.json", f"configs/{PRETRAINED_CONFIG}"]
 EVALUATE = ["configs/inference.json", "configs/evaluate.json", f"configs/{PRETRAINED_CONFIG}"]

@@ -13,8 +13,8 @@ from monai.bundle import run as run_bundle
 
 from custom_nets.io.atomic import write_text_atomic
 from custom_nets.reports import load_evaluation, write_report
-from tools import phantoms
-from tools.bundles import BUNDLES_DIR
+from dosepred import phantoms
+from dosepred.bundles import BUNDLES_DIR
 
 
 def run(out: str = "runs/quickstart", n_training: int = 30, n_validation: int = 2, n_test: int = 2,

@@ -8,6 +8,7 @@ from custom_nets import __version__
 from custom_nets.bundles.pretrained import PRETRAINED_CONFIG
 from custom_nets.bundles.variants import BundleVariant
 from custom_nets.profiles import LUNG, OPENKBP, DatasetProfile, dose_mask_thresholds
+from custom_nets.transforms.ct import CT_HU_PER_UNIT, CT_WINDOW_HU
 
 __all__ = ["metadata", "profile_metadata", "mask_fractions", "SCHEMA_URL", "BUNDLE_VERSION", "TESTED_VERSIONS"]
 
@@ -68,7 +69,8 @@ def metadata(variant: BundleVariant, references: Sequence[str], record: Mapping 
         "copyright": "Copyright (c) the dose-prediction bundles contributors",
         "data_source": "synthetic lung phantoms (default); OpenKBP with configs/openkbp.json; your DICOM-RT data",
         "data_type": "nibabel",
-        "image_classes": "CT (clipped to [-1024, 1500] HU, / 1000) and binary masks; PTV = prescription / reference dose",
+        "image_classes": (f"CT (clipped to [{CT_WINDOW_HU[0]:g}, {CT_WINDOW_HU[1]:g}] HU, / {CT_HU_PER_UNIT:g}) and "
+                          "binary masks; PTV = prescription / reference dose"),
         "label_classes": (f"dose / reference dose ({LUNG.reference_dose_gy:g} Gy lung, "
                           f"{OPENKBP.reference_dose_gy:g} Gy OpenKBP)"),
         "pred_classes": "dose / reference dose; inference writes Gy",
@@ -85,7 +87,7 @@ def metadata(variant: BundleVariant, references: Sequence[str], record: Mapping 
                     "num_channels": len(channels),
                     "spatial_shape": spatial,
                     "dtype": "float32",
-                    "value_range": [-1.024, 1.5],
+                    "value_range": [w / CT_HU_PER_UNIT for w in CT_WINDOW_HU],
                     "is_patch_data": False,
                     "channel_def": {str(i): name for i, name in enumerate(channels)},
                 }

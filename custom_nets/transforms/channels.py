@@ -1,7 +1,7 @@
 """Input and target channels of the dose networks: merged PTV, relative dose, dose masks.
 
-MONAI provides the CT window (``ScaleIntensityRanged``) and channel concatenation (``ConcatItemsd``); what it
-lacks for dose is here.
+MONAI provides channel concatenation (``ConcatItemsd``); the CT window is :class:`~custom_nets.transforms.ct.WindowCTd`;
+what MONAI lacks for dose is here.
 """
 
 from __future__ import annotations

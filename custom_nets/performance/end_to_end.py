@@ -1,0 +1,80 @@
+"""End-to-end timings for the benchmark: evaluation of a case, OpenKBP scoring, and the whole ``predict`` command
+against the network's own time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from custom_nets.bundles.config import bundle_parser
+from custom_nets.io.canonical import read_case
+from custom_nets.io.datalist import load_datalist
+from custom_nets.io.dicom.export import write_dicom_case
+from custom_nets.metrics.case_evaluation import evaluate_case
+from custom_nets.performance.inference import prepare_network, time_forward
+from custom_nets.performance.scoring import benchmark_scoring
+from custom_nets.phantoms import make_phantom
+from custom_nets.predict import predict_dicom
+
+__all__ = ["time_evaluation", "time_scoring", "time_predict"]
+
+
+def time_evaluation(datalist: Path, cases: int) -> dict:
+    """Full evaluation (scores, DVH metrics, gamma, isodose Dice, DVH curves) of a plausible wrong prediction:
+    the planned dose +3% and shifted by one voxel."""
+    seconds = []
+    for entry in load_datalist(datalist, "validation")[:cases]:
+        case = read_case(entry["case"])
+        predicted = np.roll(case.dose_gy * 1.03, 1, axis=0)
+        start = time.perf_counter()
+        evaluate_case(case, predicted, entry["prescriptions_gy"])
+        seconds.append(time.perf_counter() - start)
+    return {"cases": len(seconds), "s_per_case": statistics.median(seconds)}
+
+
+def time_scoring(mini: Path, work: Path, official_open_kbp: str | None) -> dict:
+    """Scoring of the scorer-check submission against the six mini patients, with the largest difference of any
+    score from the figures the official scorer reported for it (official_scores.json)."""
+    reference = work / "scoring_reference"
+    reference.mkdir()
+    for patient in [*(mini / "train-pats").glob("pt_*"), *(mini / "validation-pats").glob("pt_*")]:
+        (reference / patient.name).symlink_to(patient.resolve())
+    row = benchmark_scoring(mini / "scorer-check" / "predictions", reference, official_open_kbp)
+    recorded = json.loads((mini / "scorer-check" / "official_scores.json").read_text())
+    row["max_difference_to_official_figures"] = max(
+        max(abs(scores[0] - recorded["dose_score"]), abs(scores[1] - recorded["dvh_score"]))
+        for key, scores in row.items() if key.endswith("_scores"))
+    return row
+
+
+def time_predict(bundle: Path, config_files: list[str], overrides: dict, size: int, device: torch.device,
+                  work: Path, modes: list[str]) -> list[dict]:
+    """`predict` on a synthetic OpenKBP DICOM patient (CT 1.5x the model grid in-plane) against the network time
+    in the same inference mode, both with random weights; one row per mode."""
+    copy = Path(shutil.copytree(bundle, work / "predict_bundle" / bundle.name))
+    parser = bundle_parser(copy, config_files, overrides)
+    network = parser.get_parsed_content("network_def")
+    (copy / "models").mkdir(exist_ok=True)
+    torch.save(network.state_dict(), copy / "models" / "model.pt")
+    ct_shape = (size * 3 // 2, size * 3 // 2, size)
+    patient = write_dicom_case(make_phantom("openkbp", 0, ct_shape, case_id="benchmark"), work / "dicom")
+    x = torch.rand(1, int(parser.get_parsed_content("in_channels")), size, size, size, device=device)
+    rows = []
+    for mode in modes:
+        settings = {**overrides, "inference_mode": mode}
+        predict_dicom(patient, copy, work / "predict_warmup", config_files, settings, grid_shape=(size,) * 3)
+        start = time.perf_counter()
+        report = predict_dicom(patient, copy, work / f"predict_{mode}", config_files, settings,
+                               grid_shape=(size,) * 3)
+        total = time.perf_counter() - start
+        network_s = time_forward(prepare_network(network.to(device), mode), x, warmup=1, repeats=2)["median_s"]
+        rows.append({"bundle": bundle.name, "grid": size, "ct_shape": list(ct_shape), "predict_s": total,
+                     **report["timings_s"], "network_mode": mode, "network_s": network_s,
+                     "ratio": total / network_s})
+    return rows

@@ -1,0 +1,50 @@
+"""The benchmark's JSON as Markdown tables."""
+
+from __future__ import annotations
+
+from custom_nets.performance.inference import INFERENCE_MODES
+
+__all__ = ["markdown_summary"]
+
+
+def markdown_summary(result: dict) -> str:
+    """The benchmark as Markdown tables (one per kind of measurement)."""
+    lines = [f"Device {result['device']}, {result['threads']} threads, torch {result['torch']}; fp32 matrix product "
+             f"{result['matmul_peak_gflops']:.1f} GFLOP/s. Inference at {result['size']}^3, {result['widths']} "
+             f"widths, {result['profile']} inputs, random weights.", ""]
+    modes = [m for m in (*INFERENCE_MODES, "amp") if f"{m}_s" in result["inference"][0]]
+    lines.append("| bundle | parameters (M) | GFLOP / forward | " + " | ".join(
+        f"{m} s (% of peak, peak MB)" for m in modes) + " |")
+    lines.append("| --- " * (3 + len(modes)) + "|")
+    for row in result["inference"]:
+        cells = [f"{row[f'{m}_s']:.3f} ({100 * row[f'{m}_share_of_peak']:.0f}%, "
+                 f"{row[f'{m}_peak_memory_mb'] or float('nan'):.0f})" for m in modes]
+        lines.append(f"| {row['bundle']} | {row['parameters_m']:.2f} | {row['gflop_per_forward']:.1f} | "
+                     + " | ".join(cells) + " |")
+    if result.get("training"):
+        lines += ["", "| bundle | training profile | patch, batch | arithmetic | s / iteration | data wait |",
+                  "| --- " * 6 + "|"]
+        for row in result["training"]:
+            lines.append(f"| {row['bundle']} | {row['profile']} | {row['patch_size']}, {row['batch_size']} | "
+                         f"{row.get('precision', 'fp32')} | {row['s_per_iteration']:.3f} | "
+                         f"{100 * row['data_wait_share']:.1f}% |")
+    if "conversion" in result:
+        lines += ["", f"OpenKBP conversion: {result['conversion']['s_per_patient']:.2f} s per patient "
+                      f"({result['conversion']['patients']} patients); evaluation (all metrics, gamma 3%/2 mm): "
+                      f"{result['evaluation']['s_per_case']:.2f} s per case."]
+    for key, what in (("scoring", "the scorer-check submission"), ("scoring_given", "the given submission")):
+        if key in result:
+            scoring = result[key]
+            timings = ", ".join(f"{name.removesuffix('_s_per_patient').replace('_', ' ')} {value:.3f} s"
+                                for name, value in scoring.items() if name.endswith("_s_per_patient"))
+            scores = ", ".join(f"{name.removesuffix('_scores').replace('_', ' ')} {value[0]:.6f} / {value[1]:.6f}"
+                               for name, value in scoring.items() if name.endswith("_scores"))
+            lines += ["", f"OpenKBP scoring of {what}, seconds per patient ({scoring['patients']} patients): "
+                          f"{timings}; dose / DVH scores: {scores}" + (
+                              f"; largest difference from the official figures: "
+                              f"{scoring['max_difference_to_official_figures']:.1e} Gy." if key == "scoring" else ".")]
+    for p in result.get("predict", []):
+        lines += ["", f"predict ({p['bundle']}, {p['network_mode']}, CT {p['ct_shape']} -> {p['grid']}^3): "
+                      f"{p['predict_s']:.2f} s (import {p['import_s']:.2f}, inference {p['inference_s']:.2f}, "
+                      f"export {p['export_s']:.2f}) vs network {p['network_s']:.2f} s: {p['ratio']:.2f}x"]
+    return "\n".join(lines)
