@@ -43,7 +43,7 @@ def test_reference_masks_train_and_evaluate_as_an_oracle(lung_phantom_datalist, 
 def test_training_with_prior_masks_needs_the_prior_weights(tmp_path):
     import pytest
 
-    from custom_nets.training import build_dose_network
+    from custom_nets.networks import build_dose_network
 
     with pytest.raises(FileNotFoundError, match="train the basic bundle first"):
         build_dose_network(9, (0.1, 0.5, 0.9), prior_checkpoint=str(tmp_path / "model.pt"), require_prior=True)

@@ -12,7 +12,8 @@ from custom_nets.io.datalist import load_datalist
 from custom_nets.metrics.engine import DoseScoreMetric, DVHScoreMetric
 from custom_nets.networks import CascadeUNet, DoseMaskCascade
 from custom_nets.networks.randose_blocks import pool_to_stage
-from custom_nets.training import build_dose_network, prepare_training_network, use_cpu_bf16, with_cpu_autocast
+from custom_nets.networks import build_dose_network
+from custom_nets.training import prepare_training_network, use_cpu_bf16, with_cpu_autocast
 from custom_nets.transforms import RandAxialRotateTranslated, ResampleRegiond, RestoreRegiond
 from custom_nets.transforms.region import region_box, resample_region, restore_region
 
