@@ -44,6 +44,23 @@ def test_randose_holds_only_what_randose_has():
     assert "C3D" not in (REPO_ROOT / "bundles" / "randose" / "docs" / "README.md").read_text()
 
 
+@pytest.mark.parametrize("name", BUNDLES)
+def test_evaluation_layers_on_inference_and_honours_the_inference_mode(name):
+    """evaluate.json adds its metrics saver to inference.json's handlers (checkpoint loading, the inference mode,
+    progress) rather than replacing them, so ``--inference_mode`` applies to evaluation too."""
+    from custom_nets.bundles import bundle_parser
+    from custom_nets.performance import OptimiseForInference
+
+    bundle = REPO_ROOT / "bundles" / name
+    inference = bundle_parser(bundle, ["configs/inference.json"]).get("handlers")
+    parser = bundle_parser(bundle, ["configs/inference.json", "configs/evaluate.json"], {"inference_mode": "fast"})
+    assert [h["_target_"] for h in parser.get("handlers")] == [h["_target_"] for h in inference]
+    assert parser.get("evaluator#val_handlers") == "$@handlers + [@metrics_saver]"
+    optimise = parser.get_parsed_content("handlers#1")
+    assert isinstance(optimise, OptimiseForInference) and optimise.mode == "fast"
+    assert parser.get("metrics_saver#_target_") == "MetricsSaver"
+
+
 def test_changing_a_bundle_is_one_line_in_one_file_and_one_command(tmp_path):
     """The README's "Changing a bundle": dm3's learning rate, in its variant file, then `dosepred bundles sync`."""
     bundles = tmp_path / "bundles"
