@@ -61,6 +61,28 @@ def test_evaluation_layers_on_inference_and_honours_the_inference_mode(name):
     assert parser.get("metrics_saver#_target_") == "MetricsSaver"
 
 
+def test_bad_bundle_sources_are_refused_naming_what_is_wrong(tmp_path):
+    from custom_nets.bundles import layered_configs, load_variants
+    from custom_nets.bundles.layers import apply_overlay
+
+    sources = Path(shutil.copytree(BUNDLE_SOURCES, tmp_path / "_template"))
+    variant = sources / "variants" / "cascunet_dm3.json"
+    spec = json.loads(variant.read_text())
+    variant.write_text(json.dumps({**spec, "layer": ["cascade"]}))
+    with pytest.raises(ValueError, match="cascunet_dm3.json: unknown fields \\['layer'\\]"):
+        load_variants(sources)
+    variant.write_text(json.dumps({**spec, "layers": ["cascades"]}))
+    with pytest.raises(FileNotFoundError, match="names layers \\['cascades'\\]"):
+        layered_configs(load_variants(sources)["cascunet_dm3"], sources)
+    variant.write_text(json.dumps({**spec, "configs": {"train.jsn": {"learning_rate": 0.1}}}))
+    with pytest.raises(KeyError, match="no config file 'train.jsn'"):
+        layered_configs(load_variants(sources)["cascunet_dm3"], sources)
+    with pytest.raises(KeyError, match="overlay key 'optimiser#lr'"):
+        apply_overlay({"optimizer": {"lr": 1}}, {"optimiser#lr": 0.1})
+    added = apply_overlay({"a": 1, "network": "$x", "run": []}, {"b": 2, "a": 3})
+    assert list(added) == ["a", "b", "network", "run"] and added["a"] == 3  # changed in place, added before network
+
+
 def test_changing_a_bundle_is_one_line_in_one_file_and_one_command(tmp_path):
     """The README's "Changing a bundle": dm3's learning rate, in its variant file, then `dosepred bundles sync`."""
     bundles = tmp_path / "bundles"

@@ -52,6 +52,10 @@ def layered_configs(variant: BundleVariant, source_dir: str | Path) -> dict[str,
     configs: dict[str, dict | str] = {}
     for path in sorted((source_dir / "base" / "configs").iterdir()):
         configs[path.name] = json.loads(path.read_text()) if path.suffix == ".json" else path.read_text()
+    missing = [layer for layer in variant.layers if not (source_dir / layer).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"variants/{variant.name}.json names layers {missing} that are not folders of "
+                                f"{source_dir}")
     overlays = [json.loads((source_dir / layer / "overlay.json").read_text()) for layer in variant.layers
                 if (source_dir / layer / "overlay.json").is_file()]
     for overlay in [*overlays, variant.configs]:
