@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from custom_nets.bundles.config import profile_configs
+from custom_nets.bundles.render import RUN_OUTPUTS
 from custom_nets.io.atomic import write_text_atomic
 from custom_nets.performance.benchmark import benchmark_inference, benchmark_training
 from custom_nets.performance.end_to_end import time_evaluation, time_predict, time_scoring
@@ -112,12 +113,14 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
                                                                              and cpu_has_native_bf16())]
         for name in names:
             mask_set = json.loads((_bundle_dir(name) / "configs" / "train.json").read_text()).get("dose_mask_set")
-            mask = {"mask_source": "reference"} if mask_set else {}
+            # masks from the planned dose, no prior: the bundle's shipped prior has other widths than a timing run
+            mask = {"mask_source": "reference", "prior_checkpoint": None} if mask_set else {}
             for train_profile in as_list(train):
                 files = profile_configs("train", profile, cpu=train_profile == "cpu")
                 sizes = {} if train_profile == "cpu" else {"patch_size": [128, 128, 128], "network_size": None}
                 for precision in precisions:
-                    copy = Path(shutil.copytree(_bundle_dir(name), work / "train" / train_profile / precision / name))
+                    copy = Path(shutil.copytree(_bundle_dir(name), work / "train" / train_profile / precision / name,
+                                                ignore=shutil.ignore_patterns(*RUN_OUTPUTS)))
                     row = benchmark_training(copy, files, data.parent, train_iterations,
                                              {"cache_rate": 0.05, **sizes, **mask, **extra,
                                               "cpu_bf16": precision == "bf16"})

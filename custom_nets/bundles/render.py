@@ -28,12 +28,12 @@ from custom_nets.bundles.variants import BundleVariant, load_variants
 from custom_nets.profiles import OPENKBP
 
 __all__ = ["render_bundle", "render_all", "rendered_files", "unrendered_files", "layered_configs", "openkbp_cpu_config",
-           "provenance", "GENERATED_KEY", "SYNC_COMMAND"]
+           "provenance", "GENERATED_KEY", "SYNC_COMMAND", "RUN_OUTPUTS"]
 
 SYNC_COMMAND = "dosepred bundles sync"
 GENERATED_KEY = "_generated"
 """First key of every rendered JSON config: where it comes from (JSON has no comments; MONAI ignores the key)."""
-_RUN_OUTPUTS = ("models", "eval", "runs", "predictions")
+RUN_OUTPUTS = ("models", "eval", "runs", "predictions")
 """Folders of a bundle that training and inference write (the shipped ``models/model.pt`` is not rendered either)."""
 
 
@@ -140,7 +140,7 @@ def unrendered_files(bundle_dir: str | Path, files: Mapping[str, str]) -> list[s
     expected = {*files, "LICENSE", "docs/data_license.txt"}
     present = [p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*") if p.is_file()] \
         if bundle_dir.is_dir() else []
-    return sorted(p for p in present if p not in expected and p.split("/")[0] not in _RUN_OUTPUTS)
+    return sorted(p for p in present if p not in expected and p.split("/")[0] not in RUN_OUTPUTS)
 
 
 def render_all(bundles_dir: str | Path) -> list[Path]:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from custom_nets.bundles.config import bundle_parser
+from custom_nets.bundles.render import RUN_OUTPUTS
 from custom_nets.io.canonical import read_case
 from custom_nets.io.datalist import load_datalist
 from custom_nets.io.dicom.export import write_dicom_case
@@ -57,7 +58,8 @@ def time_predict(bundle: Path, config_files: list[str], overrides: dict, size: i
                   work: Path, modes: list[str]) -> list[dict]:
     """`predict` on a synthetic OpenKBP DICOM patient (CT 1.5x the model grid in-plane) against the network time
     in the same inference mode, both with random weights; one row per mode."""
-    copy = Path(shutil.copytree(bundle, work / "predict_bundle" / bundle.name))
+    copy = Path(shutil.copytree(bundle, work / "predict_bundle" / bundle.name,
+                                ignore=shutil.ignore_patterns(*RUN_OUTPUTS)))
     parser = bundle_parser(copy, config_files, overrides)
     network = parser.get_parsed_content("network_def")
     (copy / "models").mkdir(exist_ok=True)
