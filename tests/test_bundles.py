@@ -77,6 +77,9 @@ def test_bad_bundle_sources_are_refused_naming_what_is_wrong(tmp_path):
     variant.write_text(json.dumps({**spec, "configs": {"train.jsn": {"learning_rate": 0.1}}}))
     with pytest.raises(KeyError, match="no config file 'train.jsn'"):
         layered_configs(load_variants(sources)["cascunet_dm3"], sources)
+    variant.write_text(json.dumps({**spec, "configs": {"all": {"dose_mask_sets": "3"}}}))
+    with pytest.raises(KeyError, match="dose_mask_sets.*are in no config file"):
+        layered_configs(load_variants(sources)["cascunet_dm3"], sources)
     with pytest.raises(KeyError, match="overlay key 'optimiser#lr'"):
         apply_overlay({"optimizer": {"lr": 1}}, {"optimiser#lr": 0.1})
     added = apply_overlay({"a": 1, "network": "$x", "run": []}, {"b": 2, "a": 3})

@@ -59,6 +59,10 @@ def layered_configs(variant: BundleVariant, source_dir: str | Path) -> dict[str,
     overlays = [json.loads((source_dir / layer / "overlay.json").read_text()) for layer in variant.layers
                 if (source_dir / layer / "overlay.json").is_file()]
     for overlay in [*overlays, variant.configs]:
+        unplaced = [k for k in overlay.get(ALL_CONFIGS, {}) if not any(isinstance(c, dict) and k in c
+                                                                       for c in configs.values())]
+        if unplaced:
+            raise KeyError(f"overlay of {variant.name}: {unplaced} under {ALL_CONFIGS!r} are in no config file")
         for name, keys in overlay.items():
             targets = [n for n, c in configs.items() if isinstance(c, dict)] if name == ALL_CONFIGS else [name]
             for target in targets:
