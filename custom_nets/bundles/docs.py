@@ -1,5 +1,5 @@
 """A bundle's ``docs/README.md``, filled from the Markdown sources: ``base/docs/README.md`` with its ``$`` fields,
-each layer's ``model.md``, ``schedule.md`` and ``references.md`` (the last layer that has one wins), a variant's
+each layer's ``model.md``, ``schedule.md``, ``bf16_accuracy.md`` and ``references.md`` (the last layer that has one wins), a variant's
 own paragraph (``variants/<name>.md``) and, for a mask variant, ``dose_masks.md``."""
 
 from __future__ import annotations
@@ -82,5 +82,6 @@ def bundle_readme(variant: BundleVariant, source_dir: str | Path, summary: str, 
         variant_text=variant_text, training_text=training_text,
         model_text=layer_text(variant, source_dir, "model.md").rstrip("\n"),
         schedule_text=layer_text(variant, source_dir, "schedule.md").rstrip("\n"),
+        bf16_accuracy=layer_text(variant, source_dir, "bf16_accuracy.md").rstrip("\n"),
         pretrained_text=_pretrained_text(source_dir, record, pretrained_config or {}, bool(fractions)),
         references=layer_text(variant, source_dir, "references.md") + openkbp_reference.rstrip("\n"))
