@@ -71,6 +71,9 @@ def test_bad_bundle_sources_are_refused_naming_what_is_wrong(tmp_path):
     variant.write_text(json.dumps({**spec, "layer": ["cascade"]}))
     with pytest.raises(ValueError, match="cascunet_dm3.json: unknown fields \\['layer'\\]"):
         load_variants(sources)
+    variant.write_text(json.dumps({**spec, "configs": {"train.json": {"dose_mask_set": "5"}}}))
+    with pytest.raises(ValueError, match="set dose_mask_set under \"all\""):
+        load_variants(sources)
     variant.write_text(json.dumps({**spec, "layers": ["cascades"]}))
     with pytest.raises(FileNotFoundError, match="names layers \\['cascades'\\]"):
         layered_configs(load_variants(sources)["cascunet_dm3"], sources)

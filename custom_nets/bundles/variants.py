@@ -27,7 +27,7 @@ class BundleVariant:
         with_body: the input has the body / possible-dose channel.
         pretrained_iterations: the variant ships OpenKBP weights trained for this many iterations at the CPU
             profile (``configs/openkbp_cpu.json``); None: no weights.
-        dose_mask_set: the cascade's dose-mask set after layering (None: no dose masks).
+        dose_mask_set: the cascade's dose-mask set, from ``configs["all"]`` (None: no dose masks).
     """
 
     name: str
@@ -50,9 +50,13 @@ def load_variant(path: str | Path) -> BundleVariant:
     unknown = set(spec) - _FIELDS
     if unknown:
         raise ValueError(f"{path}: unknown fields {sorted(unknown)}; expected some of {sorted(_FIELDS)}")
-    mask_set = spec.get("configs", {}).get("all", {}).get("dose_mask_set")
+    configs = spec.get("configs", {})
+    per_file = [name for name, keys in configs.items() if name != "all" and "dose_mask_set" in keys]
+    if per_file:  # the metadata, docs and every config must agree on the masks: one place sets them
+        raise ValueError(f"{path}: set dose_mask_set under \"all\", not in {per_file}")
+    mask_set = configs.get("all", {}).get("dose_mask_set")
     return BundleVariant(name=path.stem, title=spec["title"], layers=tuple(spec.get("layers", ())),
-                         configs=spec.get("configs", {}), with_body=bool(spec.get("with_body", True)),
+                         configs=configs, with_body=bool(spec.get("with_body", True)),
                          pretrained_iterations=spec.get("pretrained_iterations"),
                          dose_mask_set=str(mask_set) if mask_set else None)
 
