@@ -80,9 +80,12 @@ def openkbp_cpu_config(variant: BundleVariant, source_dir: str | Path) -> dict:
     """``configs/openkbp_cpu.json``: everything the shipped OpenKBP weights were trained with in one override
     (``openkbp.json``, then ``cpu.json``, then the training length), layered on ``train.json`` or
     ``inference.json``."""
+    return _openkbp_cpu(variant, layered_configs(variant, source_dir))
+
+
+def _openkbp_cpu(variant: BundleVariant, configs: Mapping[str, dict | str]) -> dict:
     if not variant.pretrained_iterations:
         raise ValueError(f"{variant.name} ships no pretrained weights")
-    configs = layered_configs(variant, source_dir)
     return {**configs["openkbp.json"], **configs["cpu.json"], "max_iterations": variant.pretrained_iterations,
             "val_interval": PRETRAINED_VAL_INTERVAL}
 
@@ -97,10 +100,11 @@ def rendered_files(variant: BundleVariant, source_dir: str | Path) -> dict[str, 
     source_dir = Path(source_dir)
     note = provenance(variant)
     files: dict[str, str] = {}
-    for name, config in layered_configs(variant, source_dir).items():
+    configs = layered_configs(variant, source_dir)
+    for name, config in configs.items():
         files[f"configs/{name}"] = _json(config, note) if isinstance(config, dict) else f"# {note}\n{config}"
     record = pretrained_records(source_dir).get(variant.name)
-    pretrained_config = openkbp_cpu_config(variant, source_dir) if variant.pretrained_iterations else None
+    pretrained_config = _openkbp_cpu(variant, configs) if variant.pretrained_iterations else None
     if pretrained_config:
         files[f"configs/{PRETRAINED_CONFIG}"] = _json(pretrained_config, note)
     meta = metadata(variant, references(variant, source_dir), record)

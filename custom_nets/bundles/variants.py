@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from custom_nets.bundles.layers import ALL_CONFIGS
 from custom_nets.profiles import LUNG, DatasetProfile
 
 __all__ = ["BundleVariant", "load_variants", "load_variant"]
@@ -51,10 +52,10 @@ def load_variant(path: str | Path) -> BundleVariant:
     if unknown:
         raise ValueError(f"{path}: unknown fields {sorted(unknown)}; expected some of {sorted(_FIELDS)}")
     configs = spec.get("configs", {})
-    per_file = [name for name, keys in configs.items() if name != "all" and "dose_mask_set" in keys]
+    per_file = [name for name, keys in configs.items() if name != ALL_CONFIGS and "dose_mask_set" in keys]
     if per_file:  # the metadata, docs and every config must agree on the masks: one place sets them
         raise ValueError(f"{path}: set dose_mask_set under \"all\", not in {per_file}")
-    mask_set = configs.get("all", {}).get("dose_mask_set")
+    mask_set = configs.get(ALL_CONFIGS, {}).get("dose_mask_set")
     return BundleVariant(name=path.stem, title=spec["title"], layers=tuple(spec.get("layers", ())),
                          configs=configs, with_body=bool(spec.get("with_body", True)),
                          pretrained_iterations=spec.get("pretrained_iterations"),
