@@ -125,8 +125,9 @@ def _predict_into(out_dir: Path, dicom_dir: str | Path, bundle: Path, config_fil
     start = time.perf_counter()
     predictions = work / "predictions"
     logger.info("predicting with %s", bundle.name)
+    # the working case is never an OpenKBP submission, whatever grid it is on
     run_bundle_inference(bundle, config_files, {**overrides, "datalist": str(datalist), "split": "test",
-                                                "output_dir": str(predictions)})
+                                                "output_dir": str(predictions), "openkbp_csv": False})
     dose_model = read_predicted_dose(predictions / imported.case.case_id / PREDICTED_DOSE_FILE,
                                      imported.case.affine, imported.case.shape)
     timings["inference_s"] = time.perf_counter() - start

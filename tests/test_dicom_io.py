@@ -114,6 +114,27 @@ def test_resampling_is_exact_on_the_same_grid_and_exact_for_linear_fields():
     np.testing.assert_allclose(finer.affine_lps @ [78, 58, 22, 1], grid.affine_lps @ [39, 29, 11, 1])
 
 
+
+def test_axis_aligned_and_rotated_grids_resample_alike_with_the_fill_value_outside():
+    source = _axial_grid()
+    rng = np.random.default_rng(1)
+    field = rng.random(source.shape, dtype=np.float32) * 70
+    # a target reaching past the source on every side; the same voxel centres indexed with x and y swapped make a
+    # non-diagonal index map (scipy's general path) where the axis-aligned one takes the zoom-and-shift path
+    aligned = AxialGrid(np.array([-34.0, -25.0, 4.0]), np.array([1.0, 0, 0]), np.array([0, 1.0, 0]),
+                        (1.3, 1.7, 2.2), (52, 41, 20))
+    swapped = AxialGrid(aligned.origin_lps, aligned.column_direction, aligned.row_direction,
+                        (1.7, 1.3, -2.2), (41, 52, 20))  # its slice normal points down: the step is signed
+    fast = resample_to_grid(field, source, aligned, fill_value=-1000.0)
+    general = resample_to_grid(field, source, swapped, fill_value=-1000.0).transpose(1, 0, 2)
+    np.testing.assert_allclose(fast, general, atol=1e-4)
+    index = np.linalg.inv(source.affine_lps) @ aligned.affine_lps
+    centres = [index[a, a] * np.arange(n) + index[a, 3] for a, n in enumerate(aligned.shape)]
+    inside = [(c > -1e-3) & (c < n - 1 + 1e-3) for c, n in zip(centres, source.shape)]
+    inside = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
+    assert (fast[~inside] == -1000.0).all() and 0 < inside.sum() < inside.size
+    assert fast[inside].min() >= 0 and fast.dtype == np.float32
+
 # --- RT Dose writing --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bits", [16, 32])
@@ -227,6 +248,14 @@ def test_a_structure_set_of_another_frame_of_reference_is_refused(patient):
     with pytest.raises(ValueError, match="frame of reference"):
         import_dicom_case(patient, "lung")
 
+
+
+def test_contour_coordinates_that_are_not_numbers_are_refused_naming_the_roi(patient):
+    raw = (patient / DICOM_FILES["RTSTRUCT"]).read_bytes()
+    first = raw.index(b"\x06\x30\x50\x00DS") + 8  # the first ContourData's first character (explicit VR LE)
+    (patient / DICOM_FILES["RTSTRUCT"]).write_bytes(raw[:first] + b"x" + raw[first + 1:])  # same length: valid
+    with pytest.raises(ValueError, match=r"RS.dcm: ROI .* has a contour whose ContourData are not decimal numbers"):
+        read_structure_set(patient / DICOM_FILES["RTSTRUCT"])
 
 def _drop_contours(name):
     def change(ds):

@@ -9,6 +9,8 @@ from custom_nets.io.dicom.geometry import AxialGrid
 
 __all__ = ["resample_to_grid"]
 
+_INSIDE_TOLERANCE = 1e-3  # voxel index units: a target centre this far past the source's outer planes is inside
+
 
 def resample_to_grid(volume: np.ndarray, source: AxialGrid, target: AxialGrid, order: int = 1,
                      fill_value: float = 0.0) -> np.ndarray:
@@ -21,13 +23,24 @@ def resample_to_grid(volume: np.ndarray, source: AxialGrid, target: AxialGrid, o
     if source.same_geometry(target):
         return volume.copy()
     index_map = np.linalg.inv(source.affine_lps) @ target.affine_lps
-    # "nearest" extends the edge voxels, so centres on the source's outer planes (a float hair outside) interpolate
-    # cleanly; centres truly outside get the fill value.
-    out = ndimage.affine_transform(np.asarray(volume, dtype=np.float32), index_map[:3, :3], index_map[:3, 3],
-                                   output_shape=target.shape, order=order, mode="nearest")
+    matrix, offset = index_map[:3, :3], index_map[:3, 3]
+    axis_aligned = np.array_equal(matrix, np.diag(np.diag(matrix)))
+    # A diagonal matrix given as its diagonal takes scipy's zoom-and-shift path: the same interpolation, about
+    # 3x faster than the general one. "nearest" extends the edge voxels, so centres on the source's outer planes
+    # (a float hair outside) interpolate cleanly; centres truly outside get the fill value.
+    out = ndimage.affine_transform(np.asarray(volume, dtype=np.float32), np.diag(matrix) if axis_aligned else matrix,
+                                   offset, output_shape=target.shape, order=order, mode="nearest")
+    fill = np.float32(fill_value)
+    if axis_aligned:  # each target axis maps to one source axis: outside is a union of slabs
+        for axis, (scale, shift, n) in enumerate(zip(np.diag(matrix), offset, source.shape)):
+            index = scale * np.arange(target.shape[axis]) + shift
+            outside = (index <= -_INSIDE_TOLERANCE) | (index >= n - 1 + _INSIDE_TOLERANCE)
+            out[(slice(None),) * axis + (outside,)] = fill
+        return out
     coords = _index_coordinates(index_map, target.shape)
-    inside = np.all([(c > -1e-3) & (c < n - 1 + 1e-3) for c, n in zip(coords, source.shape)], axis=0)
-    return np.where(inside, out, np.float32(fill_value)).astype(np.float32)
+    inside = np.all([(c > -_INSIDE_TOLERANCE) & (c < n - 1 + _INSIDE_TOLERANCE)
+                     for c, n in zip(coords, source.shape)], axis=0)
+    return np.where(inside, out, fill).astype(np.float32)
 
 
 def _index_coordinates(index_map: np.ndarray, shape: tuple[int, int, int]) -> list[np.ndarray]:

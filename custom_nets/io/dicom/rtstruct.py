@@ -69,12 +69,27 @@ def read_structure_set(path: str | Path) -> StructureSet:
         for contour in item.get("ContourSequence", []):
             if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
                 continue
-            points = np.asarray([float(v) for v in contour.ContourData], dtype=float)
+            points = _contour_data(contour, f"{path}: ROI {roi.name!r}")
             if points.size < 9 or points.size % 3:
                 raise ValueError(f"{path}: ROI {roi.name!r} has a contour of {points.size} coordinates "
                                  "(a closed contour needs at least 3 points of 3 coordinates)")
             roi.contours.append(points.reshape(-1, 3))
     return StructureSet(path, frames.pop(), list(rois.values()), ds)
+
+
+def _contour_data(contour: pydicom.Dataset, where: str) -> np.ndarray:
+    """A contour's ContourData as floats (mm). Parsed from the file's decimal strings at once: pydicom's one
+    DSfloat object per coordinate took most of a structure set's read time."""
+    element = contour.get_item("ContourData")
+    if element is None or element.value is None:
+        raise ValueError(f"{where} has a contour without ContourData")
+    value = element.value
+    try:
+        if isinstance(value, bytes):
+            return np.array(value.decode("ascii").strip(" \x00").split("\\"), dtype=float)
+        return np.atleast_1d(np.asarray(value, dtype=float))  # already converted (a dataset built in memory)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{where} has a contour whose ContourData are not decimal numbers: {err}") from None
 
 
 def _plane_spacing(positions: np.ndarray, fallback: float) -> float:
