@@ -139,9 +139,11 @@ def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
     given = result["scoring_given"]
     assert given["patients"] == 2 and given["ours_1_process_scores"] == given[next(
         k for k in given if k.endswith("processes_scores"))]
-    assert [(p["network_mode"], p["ratio"] > 0) for p in result["predict"]] == [("frozen", True)]
+    assert [(p["network_mode"], p["ratio"] > 0, p["network_first_s"] > 0) for p in result["predict"]] == [
+        ("frozen", True, True)]
     table = out.with_suffix(".md").read_text()
     assert "cascunet_dm3" in table and "GFLOP / forward" in table and "predict" in table and "scoring" in table
+    assert "its first pass" in table
 
 
 def test_the_official_scorer_is_looked_for_in_a_clone_of_open_kbp(tmp_path):
