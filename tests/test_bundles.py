@@ -44,6 +44,21 @@ def test_randose_holds_only_what_randose_has():
     assert "C3D" not in (REPO_ROOT / "bundles" / "randose" / "docs" / "README.md").read_text()
 
 
+def test_randose_openkbp_weights_train_with_the_region_weights_the_experiment_chose():
+    """openkbp_cpu.json takes loss_fixed_weights.json (the variant's pretrained_configs); train.json keeps the
+    paper's learnable weights, and the MONAI parser resolves the layered pair to a loss with fixed weights."""
+    from custom_nets.bundles import bundle_parser
+
+    configs = REPO_ROOT / "bundles" / "randose" / "configs"
+    fixed = json.loads((configs / "loss_fixed_weights.json").read_text())
+    assert {k: v for k, v in fixed.items() if k != GENERATED_KEY} == {"learnable_loss_weights": False}
+    assert json.loads((configs / PRETRAINED_CONFIG).read_text())["learnable_loss_weights"] is False
+    assert json.loads((configs / "train.json").read_text())["learnable_loss_weights"] is True
+    loss = bundle_parser(configs.parent, ["configs/train.json", f"configs/{PRETRAINED_CONFIG}"]).get_parsed_content(
+        "loss_def")
+    assert not loss.learnable and not list(loss.parameters())
+
+
 @pytest.mark.parametrize("name", BUNDLES)
 def test_evaluation_layers_on_inference_and_honours_the_inference_mode(name):
     """evaluate.json adds its metrics saver to inference.json's handlers (checkpoint loading, the inference mode,
@@ -62,7 +77,7 @@ def test_evaluation_layers_on_inference_and_honours_the_inference_mode(name):
 
 
 def test_bad_bundle_sources_are_refused_naming_what_is_wrong(tmp_path):
-    from custom_nets.bundles import layered_configs, load_variants
+    from custom_nets.bundles import layered_configs, load_variants, openkbp_cpu_config
     from custom_nets.bundles.layers import apply_overlay
 
     sources = Path(shutil.copytree(BUNDLE_SOURCES, tmp_path / "_template"))
@@ -83,6 +98,9 @@ def test_bad_bundle_sources_are_refused_naming_what_is_wrong(tmp_path):
     variant.write_text(json.dumps({**spec, "configs": {"all": {"dose_mask_sets": "3"}}}))
     with pytest.raises(KeyError, match="dose_mask_sets.*are in no config file"):
         layered_configs(load_variants(sources)["cascunet_dm3"], sources)
+    variant.write_text(json.dumps({**spec, "pretrained_iterations": 10, "pretrained_configs": ["fixed.json"]}))
+    with pytest.raises(ValueError, match="cascunet_dm3.json: pretrained_configs \\['fixed.json'\\] are not config"):
+        openkbp_cpu_config(load_variants(sources)["cascunet_dm3"], sources)
     with pytest.raises(KeyError, match="overlay key 'optimiser#lr'"):
         apply_overlay({"optimizer": {"lr": 1}}, {"optimiser#lr": 0.1})
     added = apply_overlay({"a": 1, "network": "$x", "run": []}, {"b": 2, "a": 3})

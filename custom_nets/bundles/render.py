@@ -78,16 +78,21 @@ def layered_configs(variant: BundleVariant, source_dir: str | Path) -> dict[str,
 
 def openkbp_cpu_config(variant: BundleVariant, source_dir: str | Path) -> dict:
     """``configs/openkbp_cpu.json``: everything the shipped OpenKBP weights were trained with in one override
-    (``openkbp.json``, then ``cpu.json``, then the training length), layered on ``train.json`` or
-    ``inference.json``."""
+    (``openkbp.json``, then ``cpu.json``, then the variant's ``pretrained_configs``, then the training length),
+    layered on ``train.json`` or ``inference.json``."""
     return _openkbp_cpu(variant, layered_configs(variant, source_dir))
 
 
 def _openkbp_cpu(variant: BundleVariant, configs: Mapping[str, dict | str]) -> dict:
     if not variant.pretrained_iterations:
         raise ValueError(f"{variant.name} ships no pretrained weights")
-    return {**configs["openkbp.json"], **configs["cpu.json"], "max_iterations": variant.pretrained_iterations,
-            "val_interval": PRETRAINED_VAL_INTERVAL}
+    missing = [name for name in variant.pretrained_configs if not isinstance(configs.get(name), dict)]
+    if missing:
+        raise ValueError(f"variants/{variant.name}.json: pretrained_configs {missing} are not config files of the "
+                         f"bundle; it has {sorted(n for n, c in configs.items() if isinstance(c, dict))}")
+    chosen = [configs[name] for name in variant.pretrained_configs]
+    return {**configs["openkbp.json"], **configs["cpu.json"], **{k: v for c in chosen for k, v in c.items()},
+            "max_iterations": variant.pretrained_iterations, "val_interval": PRETRAINED_VAL_INTERVAL}
 
 
 def _json(config: Mapping, note: str) -> str:

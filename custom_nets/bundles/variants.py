@@ -12,7 +12,7 @@ from custom_nets.profiles import LUNG, DatasetProfile
 
 __all__ = ["BundleVariant", "load_variants", "load_variant"]
 
-_FIELDS = {"title", "layers", "with_body", "pretrained_iterations", "configs"}
+_FIELDS = {"title", "layers", "with_body", "pretrained_iterations", "pretrained_configs", "configs"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class BundleVariant:
         with_body: the input has the body / possible-dose channel.
         pretrained_iterations: the variant ships OpenKBP weights trained for this many iterations at the CPU
             profile (``configs/openkbp_cpu.json``); None: no weights.
+        pretrained_configs: the bundle's own override files (e.g. ``loss_fixed_weights.json``) whose keys the
+            shipped weights were also trained with: they go into ``configs/openkbp_cpu.json`` after ``cpu.json``.
         dose_mask_set: the cascade's dose-mask set, from ``configs["all"]`` (None: no dose masks).
     """
 
@@ -37,6 +39,7 @@ class BundleVariant:
     configs: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     with_body: bool = True
     pretrained_iterations: int | None = None
+    pretrained_configs: tuple[str, ...] = ()
     dose_mask_set: str | None = None
 
     def input_channel_names(self, profile: DatasetProfile = LUNG) -> list[str]:
@@ -59,6 +62,7 @@ def load_variant(path: str | Path) -> BundleVariant:
     return BundleVariant(name=path.stem, title=spec["title"], layers=tuple(spec.get("layers", ())),
                          configs=configs, with_body=bool(spec.get("with_body", True)),
                          pretrained_iterations=spec.get("pretrained_iterations"),
+                         pretrained_configs=tuple(spec.get("pretrained_configs", ())),
                          dose_mask_set=str(mask_set) if mask_set else None)
 
 
