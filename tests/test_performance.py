@@ -95,6 +95,52 @@ def test_fusion_finds_every_norm_activation_pair_and_keeps_the_state_dict():
     assert not any(isinstance(m, (nn.ReLU, nn.LeakyReLU)) for m in network.modules())
 
 
+
+@pytest.mark.parametrize("make", [lambda: CascadeUNet(5, (2, 4, 8, 16, 32), (2, 4, 8, 16, 32)),
+                                  lambda: RANDose(5, widths=(2, 4, 8, 16, 32), stem_channels=2)])
+def test_fast_mode_runs_every_convolution_in_onednn(make):
+    """PyTorch's heuristic sends small batch-of-one fp32 3D convolutions (the deep stages) to its im2col path;
+    fast mode calls oneDNN for each, with the same parameters and the eager result within fp32 rounding."""
+    from custom_nets.performance.onednn_conv import OneDnnConv3d, route_convolutions_to_onednn
+
+    network = make().eval()
+    keys = list(network.state_dict())
+    x = torch.rand(1, 5, 32, 32, 32)
+    with torch.no_grad(), torch.profiler.profile() as before:
+        eager = network(x)
+    with torch.no_grad():
+        fp32_error = float((eager.double() - copy.deepcopy(network).double()(x.double())).abs().max())
+    assert any("slow_conv3d" in e.key for e in before.key_averages())  # what fast mode no longer runs
+    convolutions = sum(type(m) is nn.Conv3d for m in network.modules())
+    fast = prepare_network(network, "fast")
+    with torch.no_grad(), torch.profiler.profile() as after:
+        out = fast(x)
+    assert not any("slow_conv3d" in e.key for e in after.key_averages())
+    assert route_convolutions_to_onednn(network) == convolutions
+    assert all(type(m) is not nn.Conv3d for m in network.modules())
+    assert sum(isinstance(m, OneDnnConv3d) for m in network.modules()) == convolutions
+    assert list(network.state_dict()) == keys
+    # another summation order: within fp32's own error (eager against fp64), as fast mode always was
+    assert float((out - eager).abs().max()) <= 4 * fp32_error + 1e-6
+
+
+def test_operator_profile_splits_a_forward_pass_by_kind():
+    from custom_nets.networks.complexity import forward_flops
+    from custom_nets.performance.operator_profile import operator_kind, profile_operators
+
+    assert operator_kind("aten::upsample_trilinear3d") == "upsampling"
+    assert operator_kind("aten::mkldnn_convolution") == "convolution and matrix product"
+    assert operator_kind("aten::native_batch_norm") == "normalisation and activation"
+    assert operator_kind("aten::cat") == "concatenation"
+    network = CascadeUNet(5, (2, 4, 8, 16, 32), (2, 4, 8, 16, 32)).eval()
+    flops = forward_flops(network, (1, 5, 32, 32, 32))
+    profile = profile_operators(prepare_network(network, "frozen"), torch.rand(1, 5, 32, 32, 32), flops, 100.0)
+    assert sum(profile["seconds"].values()) == pytest.approx(profile["forward_s"])
+    assert sum(profile["shares"].values()) == pytest.approx(1.0)
+    for kind in ("convolution and matrix product", "normalisation and activation", "upsampling", "concatenation"):
+        assert profile["seconds"][kind] > 0, kind
+    assert profile["convolution_gflops"] > 0 and profile["convolution_share_of_peak"] > 0
+
 @pytest.mark.parametrize("make", [lambda: CascadeUNet(5, (2, 4, 8, 16, 32), (2, 4, 8, 16, 32)),
                                   lambda: RANDose(5, widths=(2, 4, 8, 16, 32), stem_channels=2)])
 def test_gradient_checkpointing_gives_the_same_gradients(make):

@@ -57,7 +57,7 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
               dataset_dir: str = "data/openkbp",
               openkbp_mini: str = str(OPENKBP_MINI), evaluation_cases: int = 2, official_open_kbp: str | None = None,
               scoring_submission: str | None = None, scoring_reference: str | None = None,
-              predict: str | list = "eager,frozen",
+              predict: str | list = "eager,frozen", op_profile: str | list = "",
               overrides=None, device: str | None = None, threads: int | None = None,
               out: str = "runs/benchmark/benchmark.json") -> str:
     """Benchmark BUNDLES (comma-separated) and write OUT (JSON) with a Markdown table beside it.
@@ -78,6 +78,7 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
         scoring_submission, scoring_reference: a submission folder and a folder of OpenKBP patients to time
             scoring on as well (e.g. a model's validation predictions against the unpacked validation-pats).
         predict: inference modes in which to time `predict` end to end against the network time ("" for none).
+        op_profile: inference modes (among MODES) whose forward pass is also profiled by kind of operator.
         overrides: config ids for every bundle, e.g. '{"widths_a": [2,4,8,16,32]}' (tests use tiny widths).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -96,7 +97,8 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
     inference_modes = as_list(modes) + (["amp"] if dev.type == "cuda" and "amp" not in as_list(modes) else [])
     result["inference"] = [
         benchmark_inference(_bundle_dir(n), profile_configs("inference", profile, cpu_widths), size, dev,
-                            result["matmul_peak_gflops"], extra, inference_modes, warmup, repeats) for n in names]
+                            result["matmul_peak_gflops"], extra, inference_modes, warmup, repeats,
+                            as_list(op_profile)) for n in names]
     with tempfile.TemporaryDirectory(prefix="dosepred-benchmark-") as tmp:
         work = Path(tmp)
         data = Path(dataset_dir) / "datalist.json"

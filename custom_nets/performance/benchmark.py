@@ -16,6 +16,7 @@ from custom_nets.bundles.config import bundle_parser
 from custom_nets.networks.complexity import forward_flops, parameter_counts
 from custom_nets.performance.hardware import peak_memory_mb, reset_peak_memory
 from custom_nets.performance.inference import INFERENCE_MODES, prepare_network, time_forward
+from custom_nets.performance.operator_profile import profile_operators
 from custom_nets.performance.training import IterationTimer
 
 __all__ = ["benchmark_inference", "benchmark_training"]
@@ -25,9 +26,11 @@ logger = logging.getLogger(__name__)
 
 def benchmark_inference(bundle: str | Path, config_files: Sequence[str], size: int, device: torch.device,
                         matmul_peak_gflops: float, overrides: Mapping | None = None,
-                        modes: Sequence[str] = INFERENCE_MODES, warmup: int = 1, repeats: int = 3) -> dict:
+                        modes: Sequence[str] = INFERENCE_MODES, warmup: int = 1, repeats: int = 3,
+                        profile_modes: Sequence[str] = ()) -> dict:
     """Parameters, FLOPs and seconds per forward pass at ``size``^3 in each mode (:data:`INFERENCE_MODES`, and
-    ``amp`` on CUDA), with the achieved share of the measured matrix-product peak and the peak memory of each mode.
+    ``amp`` on CUDA), with the achieved share of the measured matrix-product peak and the peak memory of each mode;
+    for the modes in ``profile_modes``, where the time goes by kind of operator (:func:`profile_operators`).
 
     The network is the bundle's ``network_def`` with random weights (speed does not depend on their values)."""
     parser = bundle_parser(bundle, config_files, overrides)
@@ -56,6 +59,8 @@ def benchmark_inference(bundle: str | Path, config_files: Sequence[str], size: i
         row[f"{mode}_peak_memory_mb"] = peak_memory_mb(device)
         row[f"{mode}_gflops"] = flops / timing["median_s"] / 1e9
         row[f"{mode}_share_of_peak"] = row[f"{mode}_gflops"] / matmul_peak_gflops
+        if mode in profile_modes:
+            row[f"{mode}_operators"] = profile_operators(prepared, x, flops, matmul_peak_gflops)
         del prepared
     return row
 

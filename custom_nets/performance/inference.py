@@ -6,8 +6,9 @@ Modes, all fp32:
 * ``torchscript``: what ``ckpt_export`` produces (same arithmetic as eager);
 * ``frozen``: scripted and frozen, weights folded in as constants: the same arithmetic as eager, about 7%
   faster on CPU here; the bundles' default;
-* ``fast``: additionally instance norm and activation fused and every tensor in the channels-last 3D memory
-  format, where oneDNN's convolutions run about 1.4x faster here. Convolutions then sum in another order, so the
+* ``fast``: additionally instance norm and activation fused, every tensor in the channels-last 3D memory
+  format, where oneDNN's convolutions run about 1.4x faster here, and every convolution sent to oneDNN (PyTorch
+  sends the deep stages' small ones to a slower path). Convolutions then sum in another order, so the
   dose differs from eager by fp32 rounding (2e-3 Gy at most on an OpenKBP patient, where eager itself is 7e-4 Gy
   from an fp64 evaluation): opt-in (``inference_mode: fast``).
 
@@ -34,6 +35,7 @@ from torch import nn
 
 from custom_nets.performance.fused_norm import fuse_instance_norm_activations
 from custom_nets.performance.hardware import cpu_has_native_bf16, synchronize
+from custom_nets.performance.onednn_conv import route_convolutions_to_onednn
 
 __all__ = ["INFERENCE_MODES", "OptimiseForInference", "make_bf16", "make_fast", "prepare_network", "resolve_mode",
            "time_forward"]
@@ -48,14 +50,16 @@ KEEP_EXACT = ("prior",)
 
 
 def make_fast(network: nn.Module) -> torch.jit.ScriptModule:
-    """``network`` (changed in place, eval mode) with fused instance-norm activations and channels-last 3D
-    weights (its convolutions then produce channels-last outputs whatever layout the input has), scripted and
+    """``network`` (changed in place, eval mode) with fused instance-norm activations, convolutions run by oneDNN
+    and channels-last 3D weights (its convolutions then produce channels-last outputs whatever layout the input
+    has), scripted and
     frozen; submodules named in :data:`KEEP_EXACT` are only scripted. Apply it after loading the weights: frozen
     weights are constants."""
     network.eval()
     for name, child in network.named_children():
         if name not in KEEP_EXACT:
             fuse_instance_norm_activations(child)
+            route_convolutions_to_onednn(child)
             child.to(memory_format=torch.channels_last_3d)
     return torch.jit.freeze(torch.jit.script(network))
 

@@ -21,6 +21,18 @@ def markdown_summary(result: dict) -> str:
                  f"{row[f'{m}_peak_memory_mb'] or float('nan'):.0f})" for m in modes]
         lines.append(f"| {row['bundle']} | {row['parameters_m']:.2f} | {row['gflop_per_forward']:.1f} | "
                      + " | ".join(cells) + " |")
+    profiled = [(row["bundle"], m, row[f"{m}_operators"]) for row in result["inference"] for m in modes
+                if f"{m}_operators" in row]
+    if profiled:
+        kinds = list(profiled[0][2]["shares"])
+        lines += ["", "Where a forward pass spends its time (operators' own time, PyTorch profiler; the convolutions' "
+                      "rate counts their FLOPs only):", "",
+                  "| bundle | mode | profiled s | " + " | ".join(kinds) + " | convolutions GFLOP/s (% of peak) |",
+                  "| --- " * (4 + len(kinds)) + "|"]
+        for bundle, mode, ops in profiled:
+            lines.append(f"| {bundle} | {mode} | {ops['forward_s']:.2f} | "
+                         + " | ".join(f"{100 * ops['shares'][k]:.0f}%" for k in kinds)
+                         + f" | {ops['convolution_gflops']:.0f} ({100 * ops['convolution_share_of_peak']:.0f}%) |")
     if result.get("training"):
         lines += ["", "| bundle | training profile | patch, batch | arithmetic | s / iteration | data wait |",
                   "| --- " * 6 + "|"]
