@@ -52,9 +52,8 @@ KEEP_EXACT = ("prior",)
 def make_fast(network: nn.Module) -> torch.jit.ScriptModule:
     """``network`` (changed in place, eval mode) with fused instance-norm activations, convolutions run by oneDNN
     and channels-last 3D weights (its convolutions then produce channels-last outputs whatever layout the input
-    has), scripted and
-    frozen; submodules named in :data:`KEEP_EXACT` are only scripted. Apply it after loading the weights: frozen
-    weights are constants."""
+    has), scripted and frozen; submodules named in :data:`KEEP_EXACT` are only scripted. Apply it after loading
+    the weights: frozen weights are constants."""
     network.eval()
     for name, child in network.named_children():
         if name not in KEEP_EXACT:
