@@ -189,7 +189,8 @@ def test_a_record_renders_into_metadata_docs_and_large_files(tmp_path):
     assert meta["performance"]["validation"]["fp32"]["dose_score_gy"] == 3.1234
     verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema))
     docs = (bundle / "docs" / "README.md").read_text()
-    assert "4000 iterations" in docs and "batch 2, 64x64x64 network input, bf16 autocast, 95 min" in docs
+    assert "4000 iterations" in docs and "batch 2, 64x64x64 network input, bf16 autocast, on" in docs
+    assert "(95 min\nof wall time in the training log's sittings" in docs
     assert "| 3.123 | 2.500 |" in docs and "iteration 3500" in docs
     assert f'hash_val: "{"ab" * 32}"' in (bundle / "large_files.yml").read_text()
 
