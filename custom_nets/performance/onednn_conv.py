@@ -28,7 +28,9 @@ class OneDnnConv3d(nn.Conv3d):
 
 def route_convolutions_to_onednn(network: nn.Module) -> int:
     """Make every ``nn.Conv3d`` of ``network`` with numeric zero padding a :class:`OneDnnConv3d` (in place, same
-    parameters and ``state_dict``). Returns how many."""
+    parameters and ``state_dict``; nothing on a PyTorch built without oneDNN). Returns how many."""
+    if not torch.backends.mkldnn.is_available():
+        return 0
     routed = 0
     for module in network.modules():
         if type(module) is nn.Conv3d and module.padding_mode == "zeros" and not isinstance(module.padding, str):
