@@ -33,14 +33,16 @@ def resample_to_grid(volume: np.ndarray, source: AxialGrid, target: AxialGrid, o
     fill = np.float32(fill_value)
     if axis_aligned:  # each target axis maps to one source axis: outside is a union of slabs
         for axis, (scale, shift, n) in enumerate(zip(np.diag(matrix), offset, source.shape)):
-            index = scale * np.arange(target.shape[axis]) + shift
-            outside = (index <= -_INSIDE_TOLERANCE) | (index >= n - 1 + _INSIDE_TOLERANCE)
-            out[(slice(None),) * axis + (outside,)] = fill
+            out[(slice(None),) * axis + (~_inside(scale * np.arange(target.shape[axis]) + shift, n),)] = fill
         return out
     coords = _index_coordinates(index_map, target.shape)
-    inside = np.all([(c > -_INSIDE_TOLERANCE) & (c < n - 1 + _INSIDE_TOLERANCE)
-                     for c, n in zip(coords, source.shape)], axis=0)
+    inside = np.all([_inside(c, n) for c, n in zip(coords, source.shape)], axis=0)
     return np.where(inside, out, fill).astype(np.float32)
+
+
+def _inside(index: np.ndarray, n: int) -> np.ndarray:
+    """Source voxel indices (continuous) that lie within a source axis of ``n`` voxels, up to the tolerance."""
+    return (index > -_INSIDE_TOLERANCE) & (index < n - 1 + _INSIDE_TOLERANCE)
 
 
 def _index_coordinates(index_map: np.ndarray, shape: tuple[int, int, int]) -> list[np.ndarray]:
