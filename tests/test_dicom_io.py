@@ -114,7 +114,6 @@ def test_resampling_is_exact_on_the_same_grid_and_exact_for_linear_fields():
     np.testing.assert_allclose(finer.affine_lps @ [78, 58, 22, 1], grid.affine_lps @ [39, 29, 11, 1])
 
 
-
 def test_axis_aligned_and_rotated_grids_resample_alike_with_the_fill_value_outside():
     source = _axial_grid()
     rng = np.random.default_rng(1)
@@ -134,6 +133,7 @@ def test_axis_aligned_and_rotated_grids_resample_alike_with_the_fill_value_outsi
     inside = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
     assert (fast[~inside] == -1000.0).all() and 0 < inside.sum() < inside.size
     assert fast[inside].min() >= 0 and fast.dtype == np.float32
+
 
 # --- RT Dose writing --------------------------------------------------------------------------------------------
 
@@ -249,13 +249,13 @@ def test_a_structure_set_of_another_frame_of_reference_is_refused(patient):
         import_dicom_case(patient, "lung")
 
 
-
 def test_contour_coordinates_that_are_not_numbers_are_refused_naming_the_roi(patient):
     raw = (patient / DICOM_FILES["RTSTRUCT"]).read_bytes()
     first = raw.index(b"\x06\x30\x50\x00DS") + 8  # the first ContourData's first character (explicit VR LE)
     (patient / DICOM_FILES["RTSTRUCT"]).write_bytes(raw[:first] + b"x" + raw[first + 1:])  # same length: valid
     with pytest.raises(ValueError, match=r"RS.dcm: ROI .* has a contour whose ContourData are not decimal numbers"):
         read_structure_set(patient / DICOM_FILES["RTSTRUCT"])
+
 
 def _drop_contours(name):
     def change(ds):

@@ -95,7 +95,6 @@ def test_fusion_finds_every_norm_activation_pair_and_keeps_the_state_dict():
     assert not any(isinstance(m, (nn.ReLU, nn.LeakyReLU)) for m in network.modules())
 
 
-
 @pytest.mark.parametrize("make", [lambda: CascadeUNet(5, (2, 4, 8, 16, 32), (2, 4, 8, 16, 32)),
                                   lambda: RANDose(5, widths=(2, 4, 8, 16, 32), stem_channels=2)])
 def test_fast_mode_runs_every_convolution_in_onednn(make):
@@ -140,6 +139,7 @@ def test_operator_profile_splits_a_forward_pass_by_kind():
     for kind in ("convolution and matrix product", "normalisation and activation", "upsampling", "concatenation"):
         assert profile["seconds"][kind] > 0, kind
     assert profile["convolution_gflops"] > 0 and profile["convolution_share_of_peak"] > 0
+
 
 @pytest.mark.parametrize("make", [lambda: CascadeUNet(5, (2, 4, 8, 16, 32), (2, 4, 8, 16, 32)),
                                   lambda: RANDose(5, widths=(2, 4, 8, 16, 32), stem_channels=2)])
