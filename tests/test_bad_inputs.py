@@ -308,6 +308,17 @@ def test_training_refuses_bad_options_before_caching_data(lung_bundle, lung_phan
     assert not (bundle / "models" / "model.pt").exists()
 
 
+def test_training_fails_when_its_data_pipeline_raises(lung_bundle, lung_phantom_datalist, tmp_path):
+    """A transform that raises on every sample (here: a label channel the cases do not have) used to end each epoch
+    silently in MONAI's ThreadDataLoader: training saved untrained weights and exited 0."""
+    bundle = Path(shutil.copytree(lung_bundle, tmp_path / "bundle", ignore=shutil.ignore_patterns("models", "runs")))
+    result = _bundle_run(bundle, "training", "--config_file", "configs/train.json", "--dataset_dir",
+                         str(lung_phantom_datalist.parent), *TINY, "--max_iterations", "2", "--num_workers", "0",
+                         "--label_keys", "['dose','possible_dose_mask','no_such_key']")
+    assert result.returncode != 0 and "no_such_key" in result.stderr, result.stderr[-3000:]
+    assert not (bundle / "models" / "model.pt").exists()
+
+
 def test_inference_refuses_a_checkpoint_of_other_widths_by_name(lung_bundle, lung_phantom_datalist, tmp_path):
     widths = ["--widths_a", "[4,8,16,32,64]", "--widths_b", "[4,8,16,32,64]"]
     result = _bundle_run(lung_bundle, "--config_file", "configs/inference.json", "--dataset_dir",

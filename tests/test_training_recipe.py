@@ -13,11 +13,12 @@ from custom_nets.metrics.engine import DoseScoreMetric, DVHScoreMetric
 from custom_nets.networks import CascadeUNet, DoseMaskCascade
 from custom_nets.networks.randose_blocks import pool_to_stage
 from custom_nets.networks import build_dose_network
+from custom_nets.performance import ThreadDataLoader
 from custom_nets.training import prepare_training_network, use_cpu_bf16, with_cpu_autocast
 from custom_nets.transforms import RandAxialRotateTranslated, ResampleRegiond, RestoreRegiond
 from custom_nets.transforms.region import region_box, resample_region, restore_region
 
-from conftest import REPO_ROOT
+from conftest import BUNDLES, REPO_ROOT
 
 TRAIN = ["configs/train.json", "configs/openkbp.json", "configs/cpu.json"]
 
@@ -119,6 +120,33 @@ def test_cpu_profile_trains_and_validates_on_the_same_network_input(openkbp_mini
     rounded = validated["image"].numpy().astype(np.float16).astype(np.float32)
     np.testing.assert_array_equal(trained["image"].numpy(), rounded)
     assert validated["label"].shape[1:] == (128, 128, 128) and trained["label"].shape[1:] == (64, 64, 64)
+
+
+class _FailsAtTwo(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index == 2:
+            raise KeyError("Key `ptv` of transform `ConcatItemsd` was missing in the data")
+        return torch.tensor([index])
+
+
+def test_the_training_loader_raises_its_data_errors():
+    """The batches before a failing sample are used, then its error is raised in the loop (MONAI's
+    ThreadDataLoader ends the epoch there without a word); every bundle's training and validation use it."""
+    seen = []
+    with pytest.raises(KeyError, match="ptv"):
+        for batch in ThreadDataLoader(_FailsAtTwo(), batch_size=1):
+            seen.append(int(batch))
+    assert seen == [0, 1]
+    repeated = ThreadDataLoader(torch.utils.data.TensorDataset(torch.arange(3)), batch_size=2, repeats=2)
+    assert [batch[0].tolist() for batch in repeated] == [[0, 1], [0, 1], [2], [2]]
+    for name in BUNDLES:
+        parser = ConfigParser()
+        parser.read_config(str(REPO_ROOT / "bundles" / name / "configs" / "train.json"))
+        for section in ("train", "validate"):
+            assert parser[section]["dataloader"]["_target_"] == "custom_nets.performance.ThreadDataLoader", name
 
 
 def test_ptv_integration_keeps_a_small_target_at_every_position():
