@@ -45,16 +45,6 @@ def _float_list(ds: pydicom.Dataset, keyword: str, file: Path) -> list[float]:
     return [float(v) for v in ds[keyword].value]
 
 
-def _read_slice(file: Path) -> pydicom.Dataset:
-    try:
-        ds = pydicom.dcmread(file)
-    except Exception as err:  # pydicom raises many types for a damaged file
-        raise ValueError(f"{file}: not a readable DICOM file ({err})") from err
-    if "PixelData" not in ds:
-        raise ValueError(f"{file}: CT slice without pixel data")
-    return ds
-
-
 def read_ct_series(files: Sequence[str | Path]) -> CTSeries:
     """Read the slices of one CT series.
 
@@ -66,7 +56,7 @@ def read_ct_series(files: Sequence[str | Path]) -> CTSeries:
     if not files:
         raise ValueError("no CT slices given")
     # each slice is read once: a second read for the pixels cost a third of the series' reading time
-    headers = [_read_slice(f) for f in files]
+    headers = [pydicom.dcmread(f) for f in files]
     first, first_file = headers[0], files[0]
     for key in ("SeriesInstanceUID", "FrameOfReferenceUID"):
         values = {str(h.get(key, "")) for h in headers}
