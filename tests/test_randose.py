@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
 from custom_nets.losses import RegionAwareDoseLoss
 from custom_nets.networks.randose import RANDose
+from custom_nets.networks.wide_kernel_conv import WideKernelSafeConv3d
 from custom_nets.networks.randose_blocks import (
     AttentionFusion,
     ChannelSpatialAttention,
@@ -142,3 +147,37 @@ def test_loss_weights_are_logged_during_training(tmp_path):
     steps, values = read_scalars(tmp_path, "loss_weight/w_ptv")
     assert list(steps) == [2, 4, 6] and values[-1] == pytest.approx(loss_fn.weights()["w_ptv"])
     assert not log_loss_weights(Engine(step), torch.nn.L1Loss(), tmp_path)
+
+
+def test_wide_kernels_train_under_cpu_bf16_autocast_without_corrupting_memory():
+    """torch 2.13's oneDNN aborts ("double free or corruption") or hangs in the bf16 weight gradient of a 7^3 conv
+    over a 4^3 map, where RANDose's 64^3 CPU profile ends; its blocks compute such convs in fp32. In a subprocess,
+    because the failure kills the process."""
+    code = textwrap.dedent("""
+        import torch
+        from custom_nets.networks.randose_blocks import MultiScaleFeatureExtraction, conv_block
+        torch.manual_seed(0)
+        for block, channels in ((MultiScaleFeatureExtraction(48, 48), 48), (conv_block(24, 48, 7), 24)):
+            x = torch.randn(2, channels, 4, 4, 4, requires_grad=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = block(x)
+            y.float().sum().backward()
+        print("trained")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "trained" in result.stdout, result.stderr[-2000:]
+
+
+def test_wide_kernel_conv_is_a_conv3d_that_leaves_autocast_only_where_the_kernel_is_wider_than_the_map():
+    torch.manual_seed(0)
+    safe = WideKernelSafeConv3d(4, 6, 7, padding=3)
+    plain = torch.nn.Conv3d(4, 6, 7, padding=3)
+    plain.load_state_dict(safe.state_dict())
+    small, large = torch.randn(1, 4, 4, 4, 4), torch.randn(1, 4, 8, 8, 8)
+    torch.testing.assert_close(safe(small), plain(small))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        wide, narrow = safe(small), safe(large)
+        assert wide.dtype == torch.float32 and narrow.dtype == torch.bfloat16
+    torch.testing.assert_close(wide, plain(small))
+    scripted = torch.jit.script(safe)
+    torch.testing.assert_close(scripted(large), plain(large))
