@@ -13,13 +13,18 @@ import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
+from custom_nets.networks.wide_kernel_conv import WideKernelSafeConv3d
+
 __all__ = ["DoseUNet", "CascadeUNet"]
 
 
 def _block(in_channels: int, out_channels: int, stride: int = 1) -> Convolution:
-    """Conv3d 3x3x3 (pad 1) -> InstanceNorm3d(affine) -> ReLU."""
-    return Convolution(3, in_channels, out_channels, strides=stride, kernel_size=3, padding=1, act="RELU",
-                       norm=("INSTANCE", {"affine": True}), adn_ordering="NA")
+    """Conv3d 3x3x3 (pad 1; fp32 over maps of 3 voxels or fewer, see ``wide_kernel_conv``) -> InstanceNorm3d(affine)
+    -> ReLU."""
+    block = Convolution(3, in_channels, out_channels, strides=stride, kernel_size=3, padding=1, act="RELU",
+                        norm=("INSTANCE", {"affine": True}), adn_ordering="NA")
+    block.conv = WideKernelSafeConv3d(in_channels, out_channels, 3, stride=stride, padding=1)
+    return block
 
 
 class DoseUNet(nn.Module):

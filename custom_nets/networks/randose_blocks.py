@@ -17,7 +17,7 @@ __all__ = ["conv_block", "pool_to_stage", "MultiScaleFeatureExtraction", "Spatia
 
 
 def conv_block(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> Convolution:
-    """Conv3d (same padding; fp32 where its kernel is wider than the map, see ``wide_kernel_conv``) ->
+    """Conv3d (same padding; fp32 where its kernel covers the map, see ``wide_kernel_conv``) ->
     InstanceNorm3d(affine) -> LeakyReLU."""
     block = Convolution(3, in_channels, out_channels, strides=stride, kernel_size=kernel_size,
                         padding=kernel_size // 2, act=("LEAKYRELU", {"negative_slope": 0.01}),
