@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.utils.checkpoint
-from monai.handlers import CheckpointLoader, CheckpointSaver
+from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader, CheckpointSaver, from_engine
 from monai.transforms import Compose, Randomizable
 
 from custom_nets.distributed import is_main_process
 from custom_nets.options import as_bool, as_optional_bool
 from custom_nets.performance.hardware import cpu_has_native_bf16
 
-__all__ = ["lower_is_better", "latest_checkpoint", "attach_checkpoints", "trainable_parameters",
+__all__ = ["RaiseOnNonFiniteLoss", "lower_is_better", "latest_checkpoint", "attach_checkpoints", "trainable_parameters",
            "with_gradient_checkpointing", "with_cpu_autocast", "use_cpu_bf16", "prepare_training_network"]
 
 
@@ -110,6 +111,25 @@ def check_spatial_sizes(network: torch.nn.Module, **sizes: Sequence[int] | None)
         if len(values) != 3 or not all(isinstance(v, int) and v >= divisor and v % divisor == 0 for v in values):
             raise ValueError(f"--{option}: expected three sizes that are multiples of {divisor} (the network halves "
                              f"the grid {divisor.bit_length() - 1} times), e.g. [64,64,64]; got {size!r}")
+
+
+class RaiseOnNonFiniteLoss:
+    """Trainer handler: raise ``FloatingPointError`` at the first iteration whose training loss is NaN or infinite.
+
+    Training would otherwise go on with broken weights, its validation would save them as ``model.pt`` and the run
+    would exit 0 (Ignite's ``TerminateOnNan`` stops the run but also exits 0).
+    """
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        loss = from_engine(["loss"], first=True)(engine.state.output)
+        value = float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
+        if not np.isfinite(value):
+            raise FloatingPointError(f"the training loss is {value} at iteration {engine.state.iteration} (epoch "
+                                     f"{engine.state.epoch}): training stopped; lower the learning rate or check the "
+                                     "inputs for non-finite values")
 
 
 def trainable_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -14,7 +14,7 @@ from custom_nets.networks import CascadeUNet, DoseMaskCascade
 from custom_nets.networks.randose_blocks import pool_to_stage
 from custom_nets.networks import build_dose_network
 from custom_nets.performance import ThreadDataLoader
-from custom_nets.training import prepare_training_network, use_cpu_bf16, with_cpu_autocast
+from custom_nets.training import RaiseOnNonFiniteLoss, prepare_training_network, use_cpu_bf16, with_cpu_autocast
 from custom_nets.transforms import RandAxialRotateTranslated, ResampleRegiond, RestoreRegiond
 from custom_nets.transforms.region import region_box, resample_region, restore_region
 
@@ -213,3 +213,22 @@ def test_cpu_bf16_autocast_trains_in_bf16_and_validates_in_fp32():
     with pytest.raises(ValueError, match="cpu_bf16"):
         use_cpu_bf16("cuda", True)
     assert prepare_training_network(CascadeUNet(3, [4, 8], [4, 8]), "cpu", cpu_bf16=False).training
+
+
+def test_training_stops_with_an_error_at_the_first_non_finite_loss():
+    """A diverged training (a tiny mask cascade trained to NaN weights on one CPU) must fail, not save its weights and
+    exit 0; every bundle's trainer has the handler."""
+    from ignite.engine import Engine
+
+    losses = [0.5, 0.4, float("nan"), 0.3]
+    engine = Engine(lambda engine, batch: [{"loss": torch.tensor(batch)}])
+    RaiseOnNonFiniteLoss().attach(engine)
+    with pytest.raises(FloatingPointError, match="the training loss is nan at iteration 3"):
+        engine.run(losses, max_epochs=1)
+    engine = Engine(lambda engine, batch: [{"loss": torch.tensor(batch)}])
+    RaiseOnNonFiniteLoss().attach(engine)
+    assert engine.run([0.5, 0.4], max_epochs=1).iteration == 2
+    for name in BUNDLES:
+        parser = ConfigParser()
+        parser.read_config(str(REPO_ROOT / "bundles" / name / "configs" / "train.json"))
+        assert {"_target_": "custom_nets.training.RaiseOnNonFiniteLoss"} in parser["train"]["handlers"], name
