@@ -110,14 +110,13 @@ def test_fast_mode_runs_every_convolution_in_onednn(make):
     with torch.no_grad():
         fp32_error = float((eager.double() - copy.deepcopy(network).double()(x.double())).abs().max())
     assert any("slow_conv3d" in e.key for e in before.key_averages())  # what fast mode no longer runs
-    convolutions = sum(type(m) is nn.Conv3d for m in network.modules())
+    convolutions = sum(isinstance(m, nn.Conv3d) for m in network.modules())
     fast = prepare_network(network, "fast")
     with torch.no_grad(), torch.profiler.profile() as after:
         out = fast(x)
     assert not any("slow_conv3d" in e.key for e in after.key_averages())
     assert route_convolutions_to_onednn(network) == convolutions
-    assert all(type(m) is not nn.Conv3d for m in network.modules())
-    assert sum(isinstance(m, OneDnnConv3d) for m in network.modules()) == convolutions
+    assert all(isinstance(m, OneDnnConv3d) for m in network.modules() if isinstance(m, nn.Conv3d))
     assert list(network.state_dict()) == keys
     # another summation order: within fp32's own error (eager against fp64), as fast mode always was
     assert float((out - eager).abs().max()) <= 4 * fp32_error + 1e-6
