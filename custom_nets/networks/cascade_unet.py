@@ -23,7 +23,7 @@ def _block(in_channels: int, out_channels: int, stride: int = 1) -> Convolution:
     -> ReLU."""
     block = Convolution(3, in_channels, out_channels, strides=stride, kernel_size=3, padding=1, act="RELU",
                         norm=("INSTANCE", {"affine": True}), adn_ordering="NA")
-    block.conv = WideKernelSafeConv3d(in_channels, out_channels, 3, stride=stride, padding=1)
+    block.conv.__class__ = WideKernelSafeConv3d  # same parameters; no second initialisation to draw
     return block
 
 

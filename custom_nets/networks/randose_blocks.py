@@ -22,7 +22,7 @@ def conv_block(in_channels: int, out_channels: int, kernel_size: int = 3, stride
     block = Convolution(3, in_channels, out_channels, strides=stride, kernel_size=kernel_size,
                         padding=kernel_size // 2, act=("LEAKYRELU", {"negative_slope": 0.01}),
                         norm=("INSTANCE", {"affine": True}), adn_ordering="NA")
-    block.conv = WideKernelSafeConv3d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2)
+    block.conv.__class__ = WideKernelSafeConv3d  # same parameters; no second initialisation to draw
     return block
 
 
