@@ -18,6 +18,7 @@ from monai.transforms import Compose, Randomizable
 from custom_nets.distributed import is_main_process
 from custom_nets.options import as_bool, as_optional_bool
 from custom_nets.performance.hardware import cpu_has_native_bf16
+from custom_nets.performance.wide_kernel_conv import guard_wide_kernel_convolutions
 
 __all__ = ["RaiseOnNonFiniteLoss", "lower_is_better", "latest_checkpoint", "attach_checkpoints", "trainable_parameters",
            "with_gradient_checkpointing", "with_cpu_autocast", "use_cpu_bf16", "prepare_training_network"]
@@ -72,10 +73,12 @@ def with_cpu_autocast(network: torch.nn.Module, enabled: bool = True) -> torch.n
 
     Validation and inference (eval mode) stay fp32, so model selection scores what inference predicts. MONAI's
     engines only autocast on CUDA, hence this wrapper; like :func:`with_gradient_checkpointing` it wraps
-    ``forward`` in place, so parameters and ``state_dict`` keys are unchanged.
+    ``forward`` in place, so parameters and ``state_dict`` keys are unchanged. Convolutions whose kernel covers
+    their map run in fp32 (``custom_nets.performance.wide_kernel_conv``: oneDNN's bf16 weight gradient is wrong there).
     """
     if not enabled:
         return network
+    guard_wide_kernel_convolutions(network)
     forward = network.forward
 
     def run(*args: torch.Tensor) -> torch.Tensor:

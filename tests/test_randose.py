@@ -11,7 +11,7 @@ import torch
 
 from custom_nets.losses import RegionAwareDoseLoss
 from custom_nets.networks.randose import RANDose
-from custom_nets.networks.wide_kernel_conv import WideKernelSafeConv3d
+from custom_nets.performance.wide_kernel_conv import WideKernelSafeConv3d
 from custom_nets.networks.randose_blocks import (
     AttentionFusion,
     ChannelSpatialAttention,
@@ -151,17 +151,16 @@ def test_loss_weights_are_logged_during_training(tmp_path):
 
 def test_wide_kernels_train_under_cpu_bf16_autocast_without_corrupting_memory():
     """torch 2.13's oneDNN aborts ("double free or corruption") or hangs in the bf16 weight gradient of a 7^3 conv
-    over a 4^3 map, where RANDose's 64^3 CPU profile ends; its blocks compute such convs in fp32. In a subprocess,
-    because the failure kills the process."""
+    over a 4^3 map, where RANDose's 64^3 CPU profile ends; bf16 training computes such convs in fp32. In a
+    subprocess, because the failure kills the process."""
     code = textwrap.dedent("""
         import torch
         from custom_nets.networks.randose_blocks import MultiScaleFeatureExtraction, conv_block
+        from custom_nets.training import with_cpu_autocast
         torch.manual_seed(0)
         for block, channels in ((MultiScaleFeatureExtraction(48, 48), 48), (conv_block(24, 48, 7), 24)):
             x = torch.randn(2, channels, 4, 4, 4, requires_grad=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                y = block(x)
-            y.float().sum().backward()
+            with_cpu_autocast(block).train()(x).sum().backward()
         print("trained")
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

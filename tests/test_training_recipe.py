@@ -14,6 +14,7 @@ from custom_nets.networks import CascadeUNet, DoseMaskCascade
 from custom_nets.networks.randose_blocks import pool_to_stage
 from custom_nets.networks import build_dose_network
 from custom_nets.performance import ThreadDataLoader
+from custom_nets.performance.wide_kernel_conv import WideKernelSafeConv3d
 from custom_nets.training import RaiseOnNonFiniteLoss, prepare_training_network, use_cpu_bf16, with_cpu_autocast
 from custom_nets.transforms import RandAxialRotateTranslated, ResampleRegiond, RestoreRegiond
 from custom_nets.transforms.region import region_box, resample_region, restore_region
@@ -205,6 +206,9 @@ def test_cpu_bf16_autocast_trains_in_bf16_and_validates_in_fp32():
     torch.testing.assert_close(out, reference.train()(x), atol=0.05, rtol=0.05)
     assert torch.equal(wrapped.eval()(x), reference.eval()(x)) and seen[-1] == torch.float32
     assert set(wrapped.state_dict()) == set(reference.state_dict())
+    convolutions = [m for m in wrapped.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convolutions and all(isinstance(m, WideKernelSafeConv3d) for m in convolutions)  # oneDNN's bf16 bug
+    assert not any(isinstance(m, WideKernelSafeConv3d) for m in with_cpu_autocast(reference, False).modules())
     assert use_cpu_bf16("cpu", False) is False
     assert use_cpu_bf16("cpu", "false") is False and use_cpu_bf16("cpu", "True") is True  # as fire hands them over
     assert use_cpu_bf16("cpu", "no") is False

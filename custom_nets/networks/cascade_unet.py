@@ -13,18 +13,13 @@ import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
-from custom_nets.networks.wide_kernel_conv import WideKernelSafeConv3d
-
 __all__ = ["DoseUNet", "CascadeUNet"]
 
 
 def _block(in_channels: int, out_channels: int, stride: int = 1) -> Convolution:
-    """Conv3d 3x3x3 (pad 1; fp32 over maps of 3 voxels or fewer, see ``wide_kernel_conv``) -> InstanceNorm3d(affine)
-    -> ReLU."""
-    block = Convolution(3, in_channels, out_channels, strides=stride, kernel_size=3, padding=1, act="RELU",
-                        norm=("INSTANCE", {"affine": True}), adn_ordering="NA")
-    block.conv.__class__ = WideKernelSafeConv3d  # same parameters; no second initialisation to draw
-    return block
+    """Conv3d 3x3x3 (pad 1) -> InstanceNorm3d(affine) -> ReLU."""
+    return Convolution(3, in_channels, out_channels, strides=stride, kernel_size=3, padding=1, act="RELU",
+                       norm=("INSTANCE", {"affine": True}), adn_ordering="NA")
 
 
 class DoseUNet(nn.Module):

@@ -10,20 +10,15 @@ import torch.nn.functional as F
 from monai.networks.blocks import ChannelSELayer, Convolution
 from torch import nn
 
-from custom_nets.networks.wide_kernel_conv import WideKernelSafeConv3d
-
 __all__ = ["conv_block", "pool_to_stage", "MultiScaleFeatureExtraction", "SpatialAttention", "ChannelSpatialAttention",
            "PTVIntegration", "AttentionFusion"]
 
 
 def conv_block(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> Convolution:
-    """Conv3d (same padding; fp32 where its kernel covers the map, see ``wide_kernel_conv``) ->
-    InstanceNorm3d(affine) -> LeakyReLU."""
-    block = Convolution(3, in_channels, out_channels, strides=stride, kernel_size=kernel_size,
-                        padding=kernel_size // 2, act=("LEAKYRELU", {"negative_slope": 0.01}),
-                        norm=("INSTANCE", {"affine": True}), adn_ordering="NA")
-    block.conv.__class__ = WideKernelSafeConv3d  # same parameters; no second initialisation to draw
-    return block
+    """Conv3d (same padding) -> InstanceNorm3d(affine) -> LeakyReLU."""
+    return Convolution(3, in_channels, out_channels, strides=stride, kernel_size=kernel_size,
+                       padding=kernel_size // 2, act=("LEAKYRELU", {"negative_slope": 0.01}),
+                       norm=("INSTANCE", {"affine": True}), adn_ordering="NA")
 
 
 class MultiScaleFeatureExtraction(nn.Module):
@@ -34,7 +29,7 @@ class MultiScaleFeatureExtraction(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernels: Sequence[int] = (3, 5, 7)) -> None:
         super().__init__()
-        self.branches = nn.ModuleList([WideKernelSafeConv3d(in_channels, out_channels, k, padding=k // 2, bias=False)
+        self.branches = nn.ModuleList([nn.Conv3d(in_channels, out_channels, k, padding=k // 2, bias=False)
                                        for k in kernels])
         self.norm = nn.InstanceNorm3d(out_channels, affine=True)
         self.act = nn.LeakyReLU(0.01)

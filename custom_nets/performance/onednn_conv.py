@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from custom_nets.networks.wide_kernel_conv import WideKernelSafeConv3d
+from custom_nets.performance.wide_kernel_conv import WideKernelSafeConv3d
 
 __all__ = ["OneDnnConv3d", "route_convolutions_to_onednn"]
 
