@@ -12,6 +12,7 @@ __all__ = [
     "DOSE_MASK_THRESHOLDS",
     "DOSE_MASK_TOLERANCE",
     "DatasetProfile",
+    "MERGED_PTV_CHANNEL",
     "PROFILES",
     "ROI_SYNONYMS",
     "BODY_SYNONYMS",
@@ -50,6 +51,10 @@ def dose_mask_thresholds(spec: str | int | list[float] | tuple[float, ...]) -> t
     if list(fractions) != sorted(set(fractions)):
         raise ValueError(f"dose-mask fractions must be strictly increasing, got {fractions}")
     return fractions
+
+
+#: index of the merged PTV channel among a profile's input channels (``input_channel_names``)
+MERGED_PTV_CHANNEL = 1
 
 
 @dataclass(frozen=True)

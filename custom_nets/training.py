@@ -128,7 +128,7 @@ class RaiseOnNonFiniteLoss:
 
     def __call__(self, engine: Engine) -> None:
         loss = from_engine(["loss"], first=True)(engine.state.output)
-        value = float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
+        value = float(loss)
         if not np.isfinite(value):
             raise FloatingPointError(f"the training loss is {value} at iteration {engine.state.iteration} (epoch "
                                      f"{engine.state.epoch}): training stopped; lower the learning rate or check the "

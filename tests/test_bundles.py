@@ -359,3 +359,20 @@ def test_inference_shows_progress_over_the_cases(openkbp_bundles, openkbp_mini_d
                         str(openkbp_mini_datalist.parent), *TINY, "--split", "validation", "--output_dir",
                         str(tmp_path / "predictions"))
     assert "predicting" in output and "2/2" in output, output[-2000:]
+
+
+@pytest.mark.parametrize("name", ["cascunet_basic", "cascunet_dm5"])
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+def test_prescription_relative_option_reaches_every_cascade_of_the_network(name, config):
+    from monai.bundle import ConfigParser
+
+    from custom_nets.profiles import MERGED_PTV_CHANNEL
+
+    configs = REPO_ROOT / "bundles" / name / "configs"
+    for relative, channel in ((False, None), (True, MERGED_PTV_CHANNEL)):
+        parser = ConfigParser()
+        parser.read_config([str(configs / config), str(configs / "cpu.json")])
+        parser.update({"prescription_relative": relative, "prior_checkpoint": None, "mask_source": "reference"})
+        network = parser.get_parsed_content("network_def")
+        cascades = [m for m in network.modules() if hasattr(m, "stage_a")]
+        assert cascades and all(m.ptv_channel == channel for m in cascades)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import REPO_ROOT
 
@@ -32,6 +33,10 @@ def test_quickstart_command_runs_on_the_embedded_phantoms(tmp_path):
                      f"cases/{case_id}_dose.png", f"cases/{case_id}_dvh.png"):
         assert (out / "report" / produced).is_file(), produced
     assert (out / "cascunet_basic" / "models" / "model.pt").is_file()
+    settings = json.loads((out / "cascunet_basic" / "configs" / "quickstart.json").read_text())
+    assert settings["prescription_relative"] and settings["target_loss_weight"] > 0
+    state = torch.load(out / "cascunet_basic" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert "relative_ptv_channel" in state  # trained relative to the top prescription; inference loaded it so
 
 
 def test_bad_arguments_get_a_clear_message(tmp_path):

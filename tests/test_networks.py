@@ -9,7 +9,8 @@ import torch
 from custom_nets.losses import CascadeDoseLoss, masked_l1
 from custom_nets.networks import CascadeUNet, DoseMaskCascade
 from custom_nets.phantoms import make_phantom
-from custom_nets.profiles import LUNG, dose_mask_thresholds
+from custom_nets.networks.checkpoints import check_checkpoint
+from custom_nets.profiles import LUNG, MERGED_PTV_CHANNEL, dose_mask_thresholds
 from custom_nets.transforms import dose_masks, merge_ptv
 
 TINY_A, TINY_B = (2, 4, 8, 16, 32), (4, 8, 16, 32, 64)
@@ -45,6 +46,44 @@ def test_torchscript_equals_eager():
     x = torch.randn(1, 5, 32, 32, 16)
     scripted = torch.jit.script(net)
     torch.testing.assert_close(scripted(x), net(x), rtol=0, atol=1e-6)
+
+
+def test_prescription_relative_cascade_scales_its_dose_with_the_top_prescription_exactly(tmp_path):
+    """Mixed prescription schemes: with ``ptv_channel`` the network sees the merged PTV relative to the case's top
+    level, so the same plan prescribed at another level is predicted exactly that much higher or lower."""
+    torch.manual_seed(0)
+    net = CascadeUNet(5, TINY_A, TINY_B, ptv_channel=MERGED_PTV_CHANNEL).eval()
+    x = torch.rand(2, 5, 32, 32, 16)
+    x[:, MERGED_PTV_CHANNEL] = 0.0
+    x[0, MERGED_PTV_CHANNEL, 8:16, 8:16, 4:8] = 50 / 65  # a lone PTV50
+    x[1, MERGED_PTV_CHANNEL, 8:16, 8:16, 4:8] = 60 / 65  # PTV60 around a PTV65
+    x[1, MERGED_PTV_CHANNEL, 10:14, 10:14, 5:7] = 1.0
+    dose = net(x)
+    scaled = x.clone()
+    scaled[:, MERGED_PTV_CHANNEL] *= 60 / 50
+    torch.testing.assert_close(net(scaled), dose * 60 / 50)
+    net.ptv_channel = None  # the same weights without the scaling
+    relative = x.clone()
+    relative[0, MERGED_PTV_CHANNEL] /= 50 / 65  # the second case's top level is 1 already
+    no_target = x.clone()
+    no_target[:, MERGED_PTV_CHANNEL] = 0.0
+    plain, plain_no_target = net(relative), net(no_target)
+    net.ptv_channel = MERGED_PTV_CHANNEL
+    torch.testing.assert_close(dose[0], plain[0] * 50 / 65)
+    torch.testing.assert_close(dose[1], plain[1])
+    torch.testing.assert_close(net(no_target), plain_no_target)  # no target: nothing to scale by
+    torch.testing.assert_close(torch.jit.script(net)(x), dose, rtol=0, atol=1e-6)
+    assert net.train()(x).shape == (2, 2, 32, 32, 16)
+    # the checkpoint records it, so a network of the other kind refuses it instead of predicting at another level
+    torch.save(net.state_dict(), tmp_path / "relative.pt")
+    torch.save(CascadeUNet(5, TINY_A, TINY_B).state_dict(), tmp_path / "paper.pt")
+    with pytest.raises(ValueError, match="prescription_relative"):
+        check_checkpoint(tmp_path / "relative.pt", CascadeUNet(5, TINY_A, TINY_B))
+    with pytest.raises(ValueError, match="dose relative to the top prescription"):
+        check_checkpoint(tmp_path / "paper.pt", CascadeUNet(5, TINY_A, TINY_B, ptv_channel=MERGED_PTV_CHANNEL))
+    mask_net = DoseMaskCascade(5, (0.5,), TINY_A, TINY_B, ptv_channel=MERGED_PTV_CHANNEL)
+    assert mask_net.prior.ptv_channel == mask_net.refine.ptv_channel == MERGED_PTV_CHANNEL
+    assert LUNG.input_channel_names()[MERGED_PTV_CHANNEL].startswith("PTV (merged")
 
 
 def test_mask_cascade_uses_the_prior_or_given_masks():
@@ -83,6 +122,14 @@ def test_cascade_loss_weights_and_mask():
     assert float(loss) == pytest.approx(1.0 * 0.2 + 0.5 * 0.4)
     assert float(CascadeDoseLoss()(pred_b, label)) == pytest.approx(0.2)
     assert float(masked_l1(pred_b, dose, mask)) == pytest.approx(0.2)
+    ptv = torch.zeros(1, 1, 2, 2, 2)
+    ptv[0, 0, 0, 0, 0] = 60 / 65  # one target voxel (merged PTV channel), where stage B is off by 0.5
+    pred_b[0, 0, 0, 0, 0] = 0.5
+    with_targets = CascadeDoseLoss(target_weight=0.25)(torch.cat([pred_b, pred_a], dim=1), torch.cat([label, ptv], 1))
+    error_b = (0.5 + 3 * 0.2) / 4
+    assert float(with_targets) == pytest.approx(1.0 * (error_b + 0.25 * 0.5) + 0.5 * (0.4 + 0.25 * 0.4))
+    with pytest.raises(ValueError, match="ptv_merged"):
+        CascadeDoseLoss(target_weight=0.25)(pred_b, label)
 
 
 def test_tiny_cascade_overfits_one_phantom():

@@ -13,6 +13,8 @@ import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
+from custom_nets.networks.prescription_relative import relative_to_top_prescription
+
 __all__ = ["DoseUNet", "CascadeUNet"]
 
 
@@ -80,6 +82,9 @@ class CascadeUNet(nn.Module):
         widths_a: stage A widths (paper: 16, 32, 64, 128, 256).
         widths_b: stage B widths (paper: 32, 64, 128, 256, 512).
         out_channels: dose channels (1).
+        ptv_channel: None (the paper): the input as it is. An index: the merged PTV channel, which the network
+            sees divided by the case's top prescription level, its dose multiplied back by that level (see
+            ``prescription_relative``).
 
     Forward: (B, in_channels, X, Y, Z) relative dose inputs ->
         * in eval mode: stage B's dose, (B, out_channels, X, Y, Z) (what inference and export use);
@@ -88,10 +93,16 @@ class CascadeUNet(nn.Module):
     """
 
     def __init__(self, in_channels: int, widths_a: Sequence[int] = (16, 32, 64, 128, 256),
-                 widths_b: Sequence[int] = (32, 64, 128, 256, 512), out_channels: int = 1) -> None:
+                 widths_b: Sequence[int] = (32, 64, 128, 256, 512), out_channels: int = 1,
+                 ptv_channel: int | None = None) -> None:
         super().__init__()
+        if ptv_channel is not None and not 0 <= ptv_channel < in_channels:
+            raise ValueError(f"ptv_channel {ptv_channel} is not one of the {in_channels} input channels")
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.ptv_channel = ptv_channel
+        if ptv_channel is not None:  # recorded in the checkpoint: a paper network refuses it, and the other way round
+            self.register_buffer("relative_ptv_channel", torch.tensor(ptv_channel))
         self.stage_a = DoseUNet(in_channels, widths_a)
         self.head_a = nn.Conv3d(widths_a[0], out_channels, kernel_size=1)
         self.stage_b = DoseUNet(in_channels + widths_a[0], widths_b)
@@ -116,6 +127,13 @@ class CascadeUNet(nn.Module):
         for size in x.shape[2:]:
             if size % self.divisor != 0:
                 raise ValueError(f"spatial size {list(x.shape[2:])} must be divisible by {self.divisor}")
+        ptv_channel = self.ptv_channel
+        if ptv_channel is None:
+            return self._cascade(x)
+        x, top = relative_to_top_prescription(x, ptv_channel)
+        return self._cascade(x) * top
+
+    def _cascade(self, x: torch.Tensor) -> torch.Tensor:
         features_a = self.stage_a(x)
         dose_b = self.head_b(self.stage_b(torch.cat([x, features_a], dim=1)))
         if self.training:

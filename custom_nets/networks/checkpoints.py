@@ -32,8 +32,9 @@ def _widths(state: Mapping[str, torch.Tensor], prefix: str) -> list[int]:
 
 def _cascade(state: Mapping[str, torch.Tensor], prefix: str) -> str:
     inputs = int(state[f"{prefix}stage_a.encoder.0.0.conv.weight"].shape[1])
+    relative = ", dose relative to the top prescription" if f"{prefix}relative_ptv_channel" in state else ""
     return (f"a cascade with {inputs} input channels, widths A {_widths(state, prefix + 'stage_a.')}, "
-            f"B {_widths(state, prefix + 'stage_b.')}")
+            f"B {_widths(state, prefix + 'stage_b.')}{relative}")
 
 
 def describe_state(state: Mapping[str, torch.Tensor]) -> str:
@@ -68,8 +69,8 @@ def check_checkpoint(path: str | Path, network: torch.nn.Module) -> dict[str, to
     if mismatched or missing or unexpected:
         raise ValueError(f"checkpoint {path} was trained as {describe_state(state)}; this config builds "
                          f"{describe_state(expected)} ({len(mismatched)} tensors of another shape, {len(missing)} "
-                         f"missing, {len(unexpected)} unexpected): set the widths, dose masks or profile it was "
-                         "trained with, or give its ckpt_path")
+                         f"missing, {len(unexpected)} unexpected): set the widths, dose masks, profile or "
+                         "prescription_relative it was trained with, or give its ckpt_path")
     return state
 
 

@@ -25,6 +25,8 @@ class DoseMaskCascade(nn.Module):
         prior_widths_a, prior_widths_b: widths of the prior (the basic cascade); default: the same.
         prior_checkpoint: weights of the trained basic cascade to load into the prior (optional here: a
             complete checkpoint of this module carries them too).
+        ptv_channel: as :class:`CascadeUNet`, for the prior and the mask cascade (the prior's must match the basic
+            cascade it comes from).
 
     Forward: x of shape (B, C, X, Y, Z) with relative dose units:
         * C = in_channels: masks come from the prior's predicted dose (mask source ``prior``, deployable);
@@ -35,12 +37,13 @@ class DoseMaskCascade(nn.Module):
     def __init__(self, in_channels: int, fractions: Sequence[float],
                  widths_a: Sequence[int] = (16, 32, 64, 128, 256), widths_b: Sequence[int] = (32, 64, 128, 256, 512),
                  prior_widths_a: Sequence[int] | None = None, prior_widths_b: Sequence[int] | None = None,
-                 prior_checkpoint: str | None = None) -> None:
+                 prior_checkpoint: str | None = None, ptv_channel: int | None = None) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.n_masks = len(fractions)
-        self.prior = CascadeUNet(in_channels, prior_widths_a or widths_a, prior_widths_b or widths_b)
-        self.refine = CascadeUNet(in_channels + self.n_masks, widths_a, widths_b)
+        self.prior = CascadeUNet(in_channels, prior_widths_a or widths_a, prior_widths_b or widths_b,
+                                 ptv_channel=ptv_channel)
+        self.refine = CascadeUNet(in_channels + self.n_masks, widths_a, widths_b, ptv_channel=ptv_channel)
         self.register_buffer("fractions", torch.tensor(list(fractions), dtype=torch.float32))
         # saved with the weights, so a checkpoint trained without a prior cannot make masks from random output
         self.register_buffer("prior_untrained", torch.tensor(False))
