@@ -6,6 +6,9 @@ a network must infer a case's dose level indirectly and, briefly trained on mixe
 Dividing the channel by its maximum (the top target's level) and multiplying the network's dose by that maximum
 gives the level exactly: the network only learns the dose relative to the top prescription. For a dataset whose top
 prescription is the reference dose (OpenKBP: PTV70, 70 Gy) both factors are 1.
+
+The level is read from the input the network sees: where region pooling shrinks the grid (the CPU profiles), a top
+target too small to fill one pooled cell reads lower than its prescription (and so does its predicted dose).
 """
 
 from __future__ import annotations
