@@ -2,7 +2,7 @@
 
 The merged PTV channel holds prescription / reference dose. Instance normalisation after the first convolution
 removes most of its absolute level (a lone target's normalised channel is the same whatever its prescription), so
-a network must infer a case's dose level indirectly and, briefly trained on mixed schemes, gets it wrong by 10-20%.
+a network must infer a case's dose level indirectly and, briefly trained on mixed schemes, got it wrong by up to 20%.
 Dividing the channel by its maximum (the top target's level) and multiplying the network's dose by that maximum
 gives the level exactly: the network only learns the dose relative to the top prescription. For a dataset whose top
 prescription is the reference dose (OpenKBP: PTV70, 70 Gy) both factors are 1.
