@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from custom_nets.losses import CascadeDoseLoss, masked_l1
+from custom_nets.losses.cascade_loss import per_case_masked_l1
 from custom_nets.networks import CascadeUNet, DoseMaskCascade
 from custom_nets.phantoms import make_phantom
 from custom_nets.networks.checkpoints import check_checkpoint
@@ -130,6 +131,15 @@ def test_cascade_loss_weights_and_mask():
     assert float(with_targets) == pytest.approx(1.0 * (error_b + 0.25 * 0.5) + 0.5 * (0.4 + 0.25 * 0.4))
     with pytest.raises(ValueError, match="ptv_merged"):
         CascadeDoseLoss(target_weight=0.25)(pred_b, label)
+    # the target term averages per case: one voxel off by 1 in a one-voxel target and 0 in an eight-voxel target
+    # weigh 0.5, not 1/9; a case without targets does not count
+    pred, dose = torch.zeros(3, 1, 2, 2, 2), torch.zeros(3, 1, 2, 2, 2)
+    pred[0, 0, 0, 0, 0] = 1.0
+    targets = torch.zeros(3, 1, 2, 2, 2)
+    targets[0, 0, 0, 0, 0] = 1.0
+    targets[1] = 1.0
+    assert float(per_case_masked_l1(pred, dose, targets)) == pytest.approx(0.5)
+    assert float(masked_l1(pred, dose, targets)) == pytest.approx(1 / 9)
 
 
 def test_tiny_cascade_overfits_one_phantom():

@@ -43,9 +43,10 @@ def run(out: str = "runs/quickstart", n_training: int = 30, n_validation: int = 
     # about half as much per iteration, and 650 iterations in the same minutes scored better on the validation
     # phantoms than 300 at the CPU profile's widths (dose score 0.66 and 0.74 Gy against 0.81 and 0.89, seeds 0, 1);
     # channels-last: 80 iterations took 45.7 s against 56.2 s (at the OpenKBP CPU profile's 64^3 it gains nothing);
-    # dose relative to the top prescription and an L1 term over the targets at weight 0.1 (neither in the paper): on
-    # 24 phantoms outside every split, the top target's D95% within 5% of its prescription in 17 against 10, mean
-    # deviation 6.5% against 8.9%, DVH score 2.32 against 3.35 Gy, dose score 1.01 against 1.06 Gy (README)
+    # dose relative to the top prescription and a per-case L1 term over the targets at weight 0.1 (neither in the
+    # paper): on 24 phantoms outside every split, the top target's D95% within 5% of its prescription in 17 against
+    # 10, mean deviation 4.6% against 8.9%, DVH score 2.06 against 3.35 Gy, dose score 1.07 against 1.06 Gy
+    # (docs/measured-runs.md)
     settings = {"network_size": [network_size] * 3, "patch_size": [network_size] * 3, "max_iterations": iterations,
                 "iterations_per_epoch": max(1, iterations // 4), "learning_rate": learning_rate,
                 "rotate_translate_prob": 0.5, "max_translation_voxels": network_size / 8,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["CascadeDoseLoss", "masked_l1"]
+__all__ = ["CascadeDoseLoss", "masked_l1", "per_case_masked_l1"]
 
 
 def masked_l1(pred: torch.Tensor, dose: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -17,15 +17,25 @@ def masked_l1(pred: torch.Tensor, dose: torch.Tensor, mask: torch.Tensor) -> tor
     return (torch.abs(pred - dose) * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def per_case_masked_l1(pred: torch.Tensor, dose: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the cases that have ``mask`` voxels of each case's mean absolute error over them: a small target
+    weighs as much as a large one of another case in the batch. All tensors (B, 1, X, Y, Z); returns a scalar."""
+    count = mask.sum(dim=(1, 2, 3, 4))
+    error = (torch.abs(pred - dose) * mask).sum(dim=(1, 2, 3, 4)) / count.clamp_min(1.0)
+    present = (count > 0).to(error.dtype)
+    return (error * present).sum() / present.sum().clamp_min(1.0)
+
+
 class CascadeDoseLoss(nn.Module):
     """Weighted masked L1 of the cascade's two stages.
 
     Args:
         weight_a: weight of stage A's (GD-Net's) error (paper: 0.5).
         weight_b: weight of stage B's (RD-Net's) error (paper: 1.0).
-        target_weight: each stage's error also adds this times its L1 over the target voxels (paper: 0, no such
-            term): targets are a small share of the dose-receiving voxels, so a briefly trained cascade gets their
-            dose, and so D95%, least right.
+        target_weight: each stage's error also adds this times its L1 over the target voxels, averaged per case
+            (paper: 0, no such term): targets are a small share of the dose-receiving voxels, so a briefly trained
+            cascade gets their dose, and so D95%, least right; pooled over the batch, a small target's voxels
+            counted little beside a large one's, and small lone targets stayed coldest.
 
     Forward:
         pred: (B, 2, X, Y, Z) = [stage B dose, stage A dose] (the cascade in training mode), or (B, 1, ...)
@@ -57,5 +67,5 @@ class CascadeDoseLoss(nn.Module):
                      targets: torch.Tensor | None) -> torch.Tensor:
         error = masked_l1(pred, dose, mask)
         if targets is not None:
-            error = error + self.target_weight * masked_l1(pred, dose, targets)
+            error = error + self.target_weight * per_case_masked_l1(pred, dose, targets)
         return error
