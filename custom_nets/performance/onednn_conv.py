@@ -11,12 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from custom_nets.performance.wide_kernel_conv import WideKernelSafeConv3d
-
 __all__ = ["OneDnnConv3d", "route_convolutions_to_onednn"]
-
-# fp32 only, so a WideKernelSafeConv3d (which differs from Conv3d only under autocast) is a plain Conv3d here
-_ROUTED_TYPES = (nn.Conv3d, WideKernelSafeConv3d)
 
 
 class OneDnnConv3d(nn.Conv3d):
@@ -32,14 +27,13 @@ class OneDnnConv3d(nn.Conv3d):
 
 
 def route_convolutions_to_onednn(network: nn.Module) -> int:
-    """Make every ``nn.Conv3d`` (or ``WideKernelSafeConv3d``) of ``network`` with numeric zero padding a
-    :class:`OneDnnConv3d` (in place, same parameters and ``state_dict``; nothing on a PyTorch built without oneDNN).
-    Returns how many."""
+    """Make every ``nn.Conv3d`` of ``network`` with numeric zero padding a :class:`OneDnnConv3d` (in place, same
+    parameters and ``state_dict``; nothing on a PyTorch built without oneDNN). Returns how many."""
     if not torch.backends.mkldnn.is_available():
         return 0
     routed = 0
     for module in network.modules():
-        if type(module) in _ROUTED_TYPES and module.padding_mode == "zeros" and not isinstance(module.padding, str):
+        if type(module) is nn.Conv3d and module.padding_mode == "zeros" and not isinstance(module.padding, str):
             module.__class__ = OneDnnConv3d
             routed += 1
     return routed
