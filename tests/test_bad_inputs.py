@@ -97,10 +97,13 @@ def test_openkbp_convert_refuses_a_damaged_patient_and_writes_nothing(tmp_path, 
     assert [p.name for p in (tmp_path / "out").iterdir()] == [], "a staging folder was left behind"
 
 
-def _archive(tmp_path: Path) -> Path:
-    archive = tmp_path / "train-pats.tar.xz"
-    with tarfile.open(archive, "w:xz") as tar:
-        tar.add(_patients(tmp_path, None), arcname="train-pats")
+@pytest.fixture(scope="module")
+def intact_archive(tmp_path_factory) -> Path:
+    """Two mini patients as ``train-pats.tar.xz`` (xz preset 0: the damage, not the compression, is under test)."""
+    folder = tmp_path_factory.mktemp("archive")
+    archive = folder / "train-pats.tar.xz"
+    with tarfile.open(archive, "w:xz", preset=0) as tar:
+        tar.add(_patients(folder, None), arcname="train-pats")
     return archive
 
 
@@ -118,8 +121,8 @@ def _flip_bytes(path: Path) -> None:
 @pytest.mark.parametrize("damage", [_truncate, _flip_bytes, lambda p: p.write_bytes(b"not an archive\n" * 100),
                                     lambda p: p.write_bytes(lzma.compress(b"plain text, not a tar"))],
                          ids=["truncated", "byte-flipped", "not an archive", "xz of no tar"])
-def test_a_damaged_archive_is_named_and_leaves_no_case(tmp_path, monkeypatch, capsys, damage):
-    archive = _archive(tmp_path)
+def test_a_damaged_archive_is_named_and_leaves_no_case(intact_archive, tmp_path, monkeypatch, capsys, damage):
+    archive = Path(shutil.copy(intact_archive, tmp_path / intact_archive.name))
     damage(archive)
     code, err = dosepred(monkeypatch, capsys, "openkbp", "convert", str(archive), "--out", str(tmp_path / "out"))
     assert code == 2 and "train-pats.tar.xz" in err and ("archive" in err or "no OpenKBP patient" in err), err

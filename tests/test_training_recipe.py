@@ -136,13 +136,15 @@ class _FailsAtTwo(torch.utils.data.Dataset):
 def test_the_training_loader_raises_its_data_errors():
     """The batches before a failing sample are used, then its error is raised in the loop (MONAI's
     ThreadDataLoader ends the epoch there without a word); every bundle's training and validation use it."""
-    seen = []
-    with pytest.raises(KeyError, match="ptv"):
-        for batch in ThreadDataLoader(_FailsAtTwo(), batch_size=1):
-            seen.append(int(batch))
-    assert seen == [0, 1]
-    repeated = ThreadDataLoader(torch.utils.data.TensorDataset(torch.arange(3)), batch_size=2, repeats=2)
-    assert [batch[0].tolist() for batch in repeated] == [[0, 1], [0, 1], [2], [2]]
+    for prefetch in (True, False):  # a batch prepared beside the network, or in turn (the quickstart)
+        seen = []
+        with pytest.raises(KeyError, match="ptv"):
+            for batch in ThreadDataLoader(_FailsAtTwo(), batch_size=1, prefetch=prefetch):
+                seen.append(int(batch))
+        assert seen == [0, 1]
+        repeated = ThreadDataLoader(torch.utils.data.TensorDataset(torch.arange(3)), batch_size=2, repeats=2,
+                                    prefetch=prefetch)
+        assert [batch[0].tolist() for batch in repeated] == [[0, 1], [0, 1], [2], [2]]
     for name in BUNDLES:
         parser = ConfigParser()
         parser.read_config(str(REPO_ROOT / "bundles" / name / "configs" / "train.json"))

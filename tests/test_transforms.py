@@ -108,6 +108,31 @@ def test_augmentation_moves_every_channel_together_nearest_for_masks():
     assert abs(float(out["mask"].sum()) - float(volume.sum())) / float(volume.sum()) < 0.1
 
 
+def test_augmentation_equals_monai_affine_applied_key_by_key():
+    """Keys sharing a mode are resampled together; each comes out as MONAI's ``Affine`` makes it alone,
+    multi-channel keys and padding values included."""
+    from monai.transforms import Affine
+
+    generator = torch.Generator().manual_seed(0)
+    data = {"ct": torch.rand(1, 24, 24, 12, generator=generator) * 2 - 1,
+            "dose": torch.rand(1, 24, 24, 12, generator=generator),
+            "oar": (torch.rand(3, 24, 24, 12, generator=generator) > 0.5).float(),
+            "ptv": (torch.rand(1, 24, 24, 12, generator=generator) > 0.8).float()}
+    modes = ["bilinear", "bilinear", "nearest", "nearest"]
+    transform = RandAxialRotateTranslated(list(data), mode=modes, prob=1.0, max_translation_voxels=4.0,
+                                          padding_values={"ct": -1.0})
+    transform.set_random_state(5)
+    out = transform(dict(data))
+    affine = Affine(rotate_params=(0.0, 0.0, transform.angle_rad), translate_params=transform.translation.tolist(),
+                    padding_mode="zeros", image_only=True)
+    assert transform.angle_rad != 0.0
+    for (key, value), mode in zip(data.items(), modes):
+        fill = -1.0 if key == "ct" else 0.0
+        torch.testing.assert_close(torch.as_tensor(out[key]), torch.as_tensor(affine(value - fill, mode=mode) + fill),
+                                   rtol=0, atol=1e-6, msg=key)
+    assert float(out["ct"].min()) == -1.0  # air moved in at the rotated corners
+
+
 def test_training_pipeline_composes_into_the_network_input(lung_phantom_datalist):
     fractions = dose_mask_thresholds(3)
     keys = ["ct", "dose", "possible_dose_mask", "body", "oar", "ptv_merged", "dose_masks"]

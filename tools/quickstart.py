@@ -46,12 +46,12 @@ def run(out: str = "runs/quickstart", n_training: int = 30, n_validation: int = 
     # dose relative to the top prescription and a per-case L1 term over the targets at weight 0.1 (neither in the
     # paper): on 24 phantoms outside every split, the top target's D95% within 5% of its prescription in 17 against
     # 10, mean deviation 4.6% against 8.9%, DVH score 2.06 against 3.35 Gy, dose score 1.07 against 1.06 Gy
-    # (docs/measured-runs.md)
+    # (docs/measured-runs.md); each batch prepared in turn, not beside the network (its threads have both cores)
     settings = {"network_size": [network_size] * 3, "patch_size": [network_size] * 3, "max_iterations": iterations,
                 "iterations_per_epoch": max(1, iterations // 4), "learning_rate": learning_rate,
                 "rotate_translate_prob": 0.5, "max_translation_voxels": network_size / 8,
                 "widths_b": [8, 16, 32, 64, 128], "channels_last": True, "prescription_relative": True,
-                "target_loss_weight": 0.1}
+                "target_loss_weight": 0.1, "prefetch_batches": False}
     write_text_atomic(configs / "quickstart.json", json.dumps(settings, indent=4) + "\n")
     overrides = [str(configs / "cpu.json"), str(configs / "quickstart.json")]
     common = {"bundle_root": str(bundle), "dataset_dir": str(Path(datalist).parent), "logging_file":

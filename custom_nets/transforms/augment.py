@@ -66,7 +66,12 @@ class RandAxialRotateTranslated(RandomizableTransform, MapTransform):
             return d
         affine = Affine(rotate_params=(0.0, 0.0, self.angle_rad), translate_params=self.translation.tolist(),
                         padding_mode="zeros", image_only=True)
+        by_mode: dict[str, list[Hashable]] = {}
         for key, mode in self.key_iterator(d, self.mode):
-            fill = self.padding_values.get(str(key), 0.0)
-            d[key] = affine(d[key] - fill, mode=mode) + fill if fill else affine(d[key], mode=mode)
+            by_mode.setdefault(mode, []).append(key)
+        for mode, keys in by_mode.items():  # one resampling per mode: the grid is built once, not once per key
+            fills = [self.padding_values.get(str(key), 0.0) for key in keys]
+            moved = affine(torch.cat([torch.as_tensor(d[key]) - fill for key, fill in zip(keys, fills)]), mode=mode)
+            for key, fill, part in zip(keys, fills, torch.split(moved, [d[key].shape[0] for key in keys])):
+                d[key] = part + fill if fill else part
         return d
