@@ -131,6 +131,8 @@ def test_augmentation_equals_monai_affine_applied_key_by_key():
         torch.testing.assert_close(torch.as_tensor(out[key]), torch.as_tensor(affine(value - fill, mode=mode) + fill),
                                    rtol=0, atol=1e-6, msg=key)
     assert float(out["ct"].min()) == -1.0  # air moved in at the rotated corners
+    with pytest.raises(ValueError, match="one spatial shape.*'ptv': \\(24, 24, 10\\)"):
+        transform({**data, "ptv": data["ptv"][..., :10]})
 
 
 def test_training_pipeline_composes_into_the_network_input(lung_phantom_datalist):

@@ -69,6 +69,10 @@ class RandAxialRotateTranslated(RandomizableTransform, MapTransform):
         by_mode: dict[str, list[Hashable]] = {}
         for key, mode in self.key_iterator(d, self.mode):
             by_mode.setdefault(mode, []).append(key)
+        shapes = {str(key): tuple(d[key].shape[1:]) for keys in by_mode.values() for key in keys}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"RandAxialRotateTranslated moves its keys together, so they need one spatial shape; got "
+                             f"{shapes}")
         for mode, keys in by_mode.items():  # one resampling per mode: the grid is built once, not once per key
             fills = [self.padding_values.get(str(key), 0.0) for key in keys]
             moved = affine(torch.cat([torch.as_tensor(d[key]) - fill for key, fill in zip(keys, fills)]), mode=mode)
