@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from custom_nets.losses import CascadeDoseLoss, masked_l1
-from custom_nets.losses.cascade_loss import per_case_masked_l1
+from custom_nets.losses import CascadeDoseLoss, masked_l1, per_case_masked_l1
 from custom_nets.networks import CascadeUNet, DoseMaskCascade
 from custom_nets.phantoms import make_phantom
 from custom_nets.networks.checkpoints import check_checkpoint

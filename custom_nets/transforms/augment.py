@@ -67,9 +67,10 @@ class RandAxialRotateTranslated(RandomizableTransform, MapTransform):
         affine = Affine(rotate_params=(0.0, 0.0, self.angle_rad), translate_params=self.translation.tolist(),
                         padding_mode="zeros", image_only=True)
         by_mode: dict[str, list[Hashable]] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for key, mode in self.key_iterator(d, self.mode):
             by_mode.setdefault(mode, []).append(key)
-        shapes = {str(key): tuple(d[key].shape[1:]) for keys in by_mode.values() for key in keys}
+            shapes[str(key)] = tuple(d[key].shape[1:])
         if len(set(shapes.values())) > 1:
             raise ValueError(f"RandAxialRotateTranslated moves its keys together, so they need one spatial shape; got "
                              f"{shapes}")
