@@ -118,7 +118,7 @@ def _predict_into(out_dir: Path, dicom_dir: str | Path, bundle: Path, config_fil
     imported = import_dicom_case(dicom_dir, profile_name, prescriptions_gy, roi_map, grid_shape,
                                  ignore_rois=ignore_rois)
     work = out_dir / "work"
-    case_dir = write_case(imported.case, work / "cases" / imported.case.case_id)
+    case_dir = write_case(imported.case, work / "cases" / imported.case.case_id, compress_level=0)
     datalist = write_datalist(work / "datalist.json", profile_name, {"test": [case_dir]})
     timings["import_s"] = time.perf_counter() - start
 

@@ -26,8 +26,9 @@ def _copy(case, **changes):
     return replace(case, **changes)
 
 
-def test_written_case_reads_back_identically(case, tmp_path):
-    folder = write_case(case, tmp_path / case.case_id)
+@pytest.mark.parametrize("compress_level", [1, 0])
+def test_written_case_reads_back_identically(case, tmp_path, compress_level):
+    folder = write_case(case, tmp_path / case.case_id, compress_level=compress_level)
     back = read_case(folder)
     np.testing.assert_array_equal(back.ct_hu, case.ct_hu)
     np.testing.assert_array_equal(back.dose_gy, case.dose_gy)
@@ -111,6 +112,16 @@ def test_bad_cases_are_refused_and_nothing_is_written(case, tmp_path, make_bad, 
     assert err.value.case_id == "lung_case"
     assert not (tmp_path / "bad").exists()
     assert not list(tmp_path.iterdir())  # no temporary folder left behind
+
+
+def test_an_uncompressed_working_case_is_still_gzip_and_larger(case, tmp_path):
+    packed = write_case(case, tmp_path / "packed") / "ct.nii.gz"
+    stored = write_case(case, tmp_path / "stored", compress_level=0) / "ct.nii.gz"
+    assert stored.read_bytes()[:2] == packed.read_bytes()[:2] == b"\x1f\x8b"
+    assert stored.stat().st_size > 2 * packed.stat().st_size
+    with pytest.raises(ValueError, match="compress_level must be a gzip level from 0 to 9, got 10"):
+        write_case(case, tmp_path / "bad", compress_level=10)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_an_absent_oar_is_recorded_not_an_error(case, tmp_path):

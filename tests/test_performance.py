@@ -154,6 +154,38 @@ def test_gradient_checkpointing_gives_the_same_gradients(make):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
+@pytest.mark.parametrize("make", [lambda: CascadeUNet(5, (2, 4, 8, 16, 32), (2, 4, 8, 16, 32)),
+                                  lambda: RANDose(5, widths=(2, 4, 8, 16, 32), stem_channels=2)])
+def test_the_benchmarks_networks_predict_a_constant_clinical_dose(make):
+    from custom_nets.performance.end_to_end import constant_dose_heads
+
+    network = constant_dose_heads(make().eval(), 0.5)
+    with torch.no_grad():
+        dose = network(torch.rand(1, 5, 32, 32, 32))
+    torch.testing.assert_close(dose, torch.full_like(dose, 0.5))
+    with pytest.raises(ValueError, match="Conv3d has no single-channel 1x1x1 convolution"):
+        constant_dose_heads(nn.Conv3d(1, 2, 3), 0.5)
+
+
+@pytest.mark.parametrize("mode", ["frozen", "fast", "bf16"])
+def test_the_inference_handler_prepares_the_engines_network_in_place_as_a_copy_would(mode):
+    from types import SimpleNamespace
+
+    from custom_nets.performance import OptimiseForInference
+
+    torch.manual_seed(0)
+    network = CascadeUNet(5, (2, 4, 8, 16, 32), (2, 4, 8, 16, 32)).eval()
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    x = torch.rand(1, 5, 32, 32, 32)
+    with torch.no_grad():
+        copied = prepare_network(network, mode)(x)
+        assert all(torch.equal(v, before[k]) for k, v in network.state_dict().items())  # a copy leaves it alone
+        engine = SimpleNamespace(network=network)
+        OptimiseForInference(mode)(engine)
+        assert engine.network is not network
+        torch.testing.assert_close(engine.network(x), copied, rtol=0, atol=0)
+
+
 def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
     from dosepred.benchmark import benchmark
 

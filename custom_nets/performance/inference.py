@@ -106,10 +106,12 @@ def resolve_mode(mode: str, device: torch.device) -> str:
     return mode
 
 
-def prepare_network(network: nn.Module, mode: str = "frozen") -> nn.Module:
-    """A copy of ``network`` ready to time or run in ``mode`` (``auto`` or one of :data:`INFERENCE_MODES`)."""
+def prepare_network(network: nn.Module, mode: str = "frozen", in_place: bool = False) -> nn.Module:
+    """A copy of ``network`` ready to time or run in ``mode`` (``auto`` or one of :data:`INFERENCE_MODES`); with
+    ``in_place``, ``network`` itself is changed (``fast`` and ``bf16`` fuse its norms and change its layout) and
+    no copy of the weights is made."""
     mode = resolve_mode(mode, next(network.parameters()).device)
-    network = copy.deepcopy(network).eval()
+    network = (network if in_place else copy.deepcopy(network)).eval()
     if mode == "eager":
         return network
     if mode == "torchscript":
@@ -123,7 +125,8 @@ def prepare_network(network: nn.Module, mode: str = "frozen") -> nn.Module:
 
 class OptimiseForInference:
     """Ignite handler: at ``Events.STARTED`` (list it after the ``CheckpointLoader``) replace the engine's network
-    by its ``mode`` version (:func:`prepare_network`). ``eager`` leaves it as it is."""
+    by its ``mode`` version (:func:`prepare_network`, in place: the engine's network is replaced, and a copy of the
+    paper-width cascade's weights cost 0.2 s of a 128^3 prediction). ``eager`` leaves it as it is."""
 
     def __init__(self, mode: str = AUTO) -> None:
         resolve_mode(mode, torch.device("cpu"))  # refuses an unknown mode before any work
@@ -137,7 +140,7 @@ class OptimiseForInference:
     def __call__(self, engine) -> None:
         mode = resolve_mode(self.mode, next(engine.network.parameters()).device)
         if mode != "eager":
-            engine.network = prepare_network(engine.network, mode)
+            engine.network = prepare_network(engine.network, mode, in_place=True)
 
 
 def time_forward(network: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, warmup: int = 1,
