@@ -43,6 +43,34 @@ def test_rotation_padding_invents_no_dose_and_pads_ct_with_air():
     np.testing.assert_allclose(out["ct"][:, strip].numpy(), -1.024, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", BUNDLES)
+def test_the_bundles_rotation_keeps_every_voxels_dose_and_structures_from_one_planned_voxel(name):
+    """A small target of two planned dose levels, rotated by the bundle's own augmentation: every rotated target
+    voxel carries one of the plan's target doses. A linearly resampled dose beside nearest-neighbour masks put
+    doses no plan had on the target's edge, and briefly trained models learnt their small targets cold."""
+    from custom_nets.bundles.config import bundle_parser
+
+    parser = bundle_parser(REPO_ROOT / "bundles" / name, ["configs/train.json"],
+                           {"rotate_translate_prob": 1.0, "max_translation_voxels": 2.0})
+    rotate = next(t for t in parser.get_parsed_content("train#augmentation")
+                  if isinstance(t, RandAxialRotateTranslated))
+    keys = [str(k) for k in rotate.keys]
+    ptv = torch.zeros(1, 24, 24, 4)
+    ptv[:, 9:14, 10:13] = 1.0
+    dose = 0.2 + 0.8 * ptv
+    dose[:, 11, 11] = 0.9  # a second target level inside
+    sample = {k: torch.zeros(1, 24, 24, 4) for k in keys}
+    sample.update({"dose": dose, "ptv_merged": ptv, "ptv": ptv.repeat(4, 1, 1, 1)[:1]})
+    rotate.set_random_state(1)
+    out = rotate(sample)
+    assert abs(rotate.angle_rad) > 0.1  # rotated off the voxel grid
+    inside = out["ptv_merged"] > 0.5
+    assert int(inside.sum()) > 5
+    planned = torch.unique(dose[ptv > 0.5])
+    rotated = torch.unique(torch.as_tensor(out["dose"])[inside])
+    assert all(bool(torch.isclose(v, planned).any()) for v in rotated), (rotated, planned)
+
+
 def test_region_box_holds_the_region_with_one_scale_and_stays_inside():
     mask = torch.zeros(128, 128, 128)
     mask[30:90, 10:119, 40:121] = 1

@@ -38,8 +38,8 @@ def run(out: str = "runs/quickstart", n_training: int = 30, n_validation: int = 
     shutil.copytree(BUNDLES_DIR / "cascunet_basic", bundle)
     configs = bundle / "configs"
     # the run's settings as an override file of the bundle, so predict and packaging use what it was trained with;
-    # 30 phantoms are few, so the paper's rotation and translation stay on (without them the test PTV65's
-    # predicted D95% was 72.7 Gy against 65 planned; with them 64.4); stage B at stage A's widths [8..128] costs
+    # 30 phantoms are few, so the paper's rotation and translation stay on (the dose resampled like the masks,
+    # nearest: see the bundles' spatial_modes); stage B at stage A's widths [8..128] costs
     # about half as much per iteration, and 650 iterations in the same minutes scored better on the validation
     # phantoms than 300 at the CPU profile's widths (dose score 0.66 and 0.74 Gy against 0.81 and 0.89, seeds 0, 1);
     # channels-last: 80 iterations took 45.7 s against 56.2 s (at the OpenKBP CPU profile's 64^3 it gains nothing);
