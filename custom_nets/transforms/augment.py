@@ -25,7 +25,9 @@ class RandAxialRotateTranslated(RandomizableTransform, MapTransform):
 
     Args:
         keys: keys to transform together (CT, dose, masks, prior dose...).
-        mode: interpolation per key (``"nearest"`` for masks, ``"bilinear"`` for CT and dose) or one for all.
+        mode: interpolation per key or one for all: ``"bilinear"`` for the CT, ``"nearest"`` for masks and for a
+            dose label, so that each voxel's dose and structures come from one voxel of the plan (a linear dose
+            beside nearest masks gives a small target's edge doses no plan had).
         prob: probability of applying the transform.
         angle_step_deg: rotation angles are multiples of this (paper: 40).
         max_translation_voxels: translations are drawn uniformly in +- this, per axis of ``translation_axes``.
