@@ -164,3 +164,40 @@ def test_tiny_cascade_overfits_one_phantom():
         optimizer.step()
         losses.append(loss.item())
     assert min(losses[-20:]) < losses[0] / 5, (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("name", ["cascunet_basic", "cascunet_dm5", "randose"])
+def test_the_inference_network_is_built_zeroed_for_its_checkpoint_and_then_predicts_as_trained(name):
+    """The inference configs build the network without random weights (the checkpoint replaces them): zero until
+    loaded, then bit for bit the training config's network with the same weights."""
+    import json
+
+    from custom_nets.bundles.config import bundle_parser
+    from tests.conftest import CONFIGS, REPO_ROOT, TINY
+
+    tiny = {TINY[i][2:]: json.loads(TINY[i + 1]) for i in range(0, len(TINY), 2)}
+    settings = {**tiny, "prior_checkpoint": None, "mask_source": "reference"}
+    bundle = REPO_ROOT / "bundles" / name
+    torch.manual_seed(0)
+    trained = bundle_parser(bundle, json.loads(CONFIGS["train"].replace("'", '"')), settings)
+    trained = trained.get_parsed_content("network_def").eval()
+    infer = bundle_parser(bundle, json.loads(CONFIGS["infer"].replace("'", '"')), settings)
+    built = infer.get_parsed_content("network_def")
+    assert type(built) is type(trained) and all(not t.any() for t in built.state_dict().values())
+    built.load_state_dict(trained.state_dict())
+    x = torch.rand(1, int(infer.get_parsed_content("in_channels")), 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(built.eval()(x), trained(x), rtol=0, atol=0)
+
+
+def test_a_shape_only_build_leaves_the_compiler_unimported():
+    """Building a network on the meta device (predict's grid check, the FLOP counter) used to import torch._dynamo
+    through the meta ``normal_``: 0.9 s of every `predict`."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom custom_nets.networks import RANDose, build_dose_network\n"
+            "with torch.device('meta'):\n    build_dose_network(7)\n    RANDose(4)\n"
+            "print('torch._dynamo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -13,6 +13,7 @@ import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
+from custom_nets.networks.initialisation import kaiming_normal_
 from custom_nets.networks.prescription_relative import relative_to_top_prescription
 
 __all__ = ["DoseUNet", "CascadeUNet"]
@@ -114,7 +115,7 @@ class CascadeUNet(nn.Module):
         """Kaiming initialisation of every convolution (ReLU gain), zero biases, unit norm scales."""
         for module in self.modules():
             if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.InstanceNorm3d) and module.affine:

@@ -14,6 +14,7 @@ import torch
 from monai.networks.blocks import UpSample
 from torch import nn
 
+from custom_nets.networks.initialisation import kaiming_normal_
 from custom_nets.networks.randose_blocks import (
     AttentionFusion,
     ChannelSpatialAttention,
@@ -111,7 +112,7 @@ class RANDose(nn.Module):
         self.head = nn.Conv3d(widths[0], 1, kernel_size=1)
         for module in self.modules():
             if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight, a=0.01, nonlinearity="leaky_relu")
+                kaiming_normal_(module.weight, a=0.01, nonlinearity="leaky_relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ptv_features = self.ptv_stem(x[:, 1:2])

@@ -14,6 +14,7 @@ from monai.bundle import ConfigWorkflow
 
 from custom_nets.bundles.config import bundle_parser
 from custom_nets.networks.complexity import forward_flops, parameter_counts
+from custom_nets.networks.initialisation import random_weights_
 from custom_nets.performance.hardware import peak_memory_mb, reset_peak_memory
 from custom_nets.performance.inference import INFERENCE_MODES, prepare_network, time_forward
 from custom_nets.performance.operator_profile import profile_operators
@@ -34,7 +35,7 @@ def benchmark_inference(bundle: str | Path, config_files: Sequence[str], size: i
 
     The network is the bundle's ``network_def`` with random weights (speed does not depend on their values)."""
     parser = bundle_parser(bundle, config_files, overrides)
-    network = parser.get_parsed_content("network_def").eval()
+    network = random_weights_(parser.get_parsed_content("network_def")).eval()
     in_channels = int(parser.get_parsed_content("in_channels"))
     shape = (1, in_channels, size, size, size)
     flops = forward_flops(network, shape)

@@ -18,6 +18,7 @@ from custom_nets.io.canonical import read_case
 from custom_nets.io.datalist import load_datalist
 from custom_nets.io.dicom.export import write_dicom_case
 from custom_nets.metrics.case_evaluation import evaluate_case
+from custom_nets.networks.initialisation import random_weights_
 from custom_nets.performance.inference import prepare_network, time_forward
 from custom_nets.performance.scoring import benchmark_scoring
 from custom_nets.phantoms import make_phantom
@@ -80,7 +81,7 @@ def time_predict(bundle: Path, config_files: list[str], overrides: dict, size: i
     copy = Path(shutil.copytree(bundle, work / "predict_bundle" / bundle.name,
                                 ignore=shutil.ignore_patterns(*RUN_OUTPUTS)))
     parser = bundle_parser(copy, config_files, overrides)
-    network = constant_dose_heads(parser.get_parsed_content("network_def"), 0.5)
+    network = constant_dose_heads(random_weights_(parser.get_parsed_content("network_def")), 0.5)
     (copy / "models").mkdir(exist_ok=True)
     torch.save(network.state_dict(), copy / "models" / "model.pt")
     ct_shape = (size * 3 // 2, size * 3 // 2, size)

@@ -104,28 +104,28 @@ def rasterise(contours: list[np.ndarray], grid: AxialGrid) -> np.ndarray:
         contours: closed planar contours, each (N, 3) LPS vertices in mm, on planes parallel to the grid's slices.
         grid: the target grid.
     """
-    mask = np.zeros(grid.shape, dtype=bool)
     if not contours:
-        return mask
+        return np.zeros(grid.shape, dtype=bool)
     normal = grid.normal
-    contour_planes = np.asarray([float(np.mean(c @ normal)) for c in contours])
-    tolerance = _plane_spacing(contour_planes, abs(grid.spacing_mm[2])) / 2 + 1e-3
+    exact_planes = np.asarray([float(np.mean(c @ normal)) for c in contours])
+    tolerance = _plane_spacing(exact_planes, abs(grid.spacing_mm[2])) / 2 + 1e-3
+    planes, plane_of_contour = np.unique(np.round(exact_planes, 3), return_inverse=True)
+    slices = grid.slice_positions_mm
+    nearest = np.argmin(np.abs(planes[None, :] - slices[:, None]), axis=1)
+    covered = np.abs(planes[nearest] - slices) <= tolerance
     # Continuous (column, row) indices of every vertex: float, never rounded.
     columns = [((c - grid.origin_lps) @ grid.row_direction) / grid.spacing_mm[0] for c in contours]
     rows = [((c - grid.origin_lps) @ grid.column_direction) / grid.spacing_mm[1] for c in contours]
-    unique_planes = np.unique(np.round(contour_planes, 3))
-    for k, position in enumerate(grid.slice_positions_mm):
-        nearest = unique_planes[np.argmin(np.abs(unique_planes - position))]
-        if abs(nearest - position) > tolerance:
-            continue
-        on_plane = np.flatnonzero(np.abs(np.round(contour_planes, 3) - nearest) < 1e-6)
-        mask[:, :, k] = _even_odd_fill([columns[i] for i in on_plane], [rows[i] for i in on_plane],
-                                       grid.shape[0], grid.shape[1])
-    return mask
+    by_slice = np.zeros(grid.shape[::-1], dtype=bool)  # (Z, Y, X): each slice one contiguous block
+    for plane in np.unique(nearest[covered]):  # a plane's fill serves every slice it is nearest to
+        on_plane = np.flatnonzero(plane_of_contour == plane)
+        by_slice[covered & (nearest == plane)] = _even_odd_fill(
+            [columns[i] for i in on_plane], [rows[i] for i in on_plane], grid.shape[0], grid.shape[1])
+    return np.ascontiguousarray(by_slice.transpose(2, 1, 0))
 
 
 def _even_odd_fill(columns: list[np.ndarray], rows: list[np.ndarray], n_columns: int, n_rows: int) -> np.ndarray:
-    """(X, Y) parity of polygon-edge crossings left of each pixel centre, over all contours of one plane."""
+    """(Y, X) parity of polygon-edge crossings left of each pixel centre, over all contours of one plane."""
     u0 = np.concatenate(columns)
     w0 = np.concatenate(rows)
     u1 = np.concatenate([np.roll(c, -1) for c in columns])
@@ -135,13 +135,12 @@ def _even_odd_fill(columns: list[np.ndarray], rows: list[np.ndarray], n_columns:
     first = np.clip(np.ceil(low), 0, n_rows).astype(int)
     last = np.clip(np.ceil(high), 0, n_rows).astype(int)
     count = np.maximum(last - first, 0)
-    crossings = np.zeros((n_rows, n_columns + 1), dtype=np.int32)
-    if count.sum():
-        edge = np.repeat(np.arange(u0.size), count)
-        j = first[edge] + (np.arange(edge.size) - np.repeat(np.cumsum(count) - count, count))
-        t = (j - w0[edge]) / (w1[edge] - w0[edge])
-        u = u0[edge] + t * (u1[edge] - u0[edge])
-        # A crossing at column u lies left of every pixel centre i >= u.
-        np.add.at(crossings, (j, np.clip(np.ceil(u), 0, n_columns).astype(int)), 1)
-    inside = (np.cumsum(crossings, axis=1)[:, :n_columns] % 2).astype(bool)
-    return inside.T
+    edge = np.repeat(np.arange(u0.size), count)
+    j = first[edge] + (np.arange(edge.size) - np.repeat(np.cumsum(count) - count, count))
+    t = (j - w0[edge]) / (w1[edge] - w0[edge])
+    u = u0[edge] + t * (u1[edge] - u0[edge])
+    # A crossing at column u lies left of every pixel centre i >= u; only the parity of the count matters.
+    cell = j * (n_columns + 1) + np.clip(np.ceil(u), 0, n_columns).astype(int)
+    crossings = (np.bincount(cell, minlength=n_rows * (n_columns + 1)) & 1).astype(np.uint8)
+    inside = np.cumsum(crossings.reshape(n_rows, n_columns + 1), axis=1, dtype=np.uint8)[:, :n_columns] & 1
+    return inside.astype(bool)
