@@ -34,15 +34,12 @@ def build_uninitialised(build: Callable[..., nn.Module], **kwargs) -> nn.Module:
 
 
 def random_weights_(network: nn.Module, seed: int = 0) -> nn.Module:
-    """Every layer of ``network`` re-drawn with PyTorch's default initialisation (seeded), in place: for timing a
-    network that an inference config built zeroed for its checkpoint, where all-zero weights would time all-zero
-    activations."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    """Every layer of ``network`` re-drawn by its own ``reset_parameters`` (seeded, the caller's random state left
+    as it was), in place: for timing a network that an inference config built zeroed for its checkpoint, where
+    all-zero weights would time all-zero activations."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         for module in network.modules():
-            if module is not network and hasattr(module, "reset_parameters"):
+            if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-    finally:
-        torch.random.set_rng_state(generator_state)
     return network
