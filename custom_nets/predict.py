@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -22,8 +23,7 @@ from monai.bundle import ConfigWorkflow
 
 from custom_nets.bundles.config import bundle_parser
 from custom_nets.io.atomic import atomic_directory, atomic_file, write_text_atomic
-from custom_nets.io.canonical import PREDICTED_DOSE_FILE, write_case
-from custom_nets.io.datalist import write_datalist
+from custom_nets.io.canonical import PREDICTED_DOSE_FILE
 from custom_nets.io.dicom.importer import ImportedCase, import_dicom_case
 from custom_nets.io.dicom.resample import resample_to_grid
 from custom_nets.io.dicom.rtdose import check_dose_bits, write_rt_dose
@@ -70,7 +70,7 @@ def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path
     Args:
         dicom_dir: CT series + RT Structure Set (+ RT Plan for prescriptions, + a planned RT Dose to compare with).
         bundle: the bundle folder (``configs/``, ``models/``).
-        out_dir: where the outputs (:data:`OUTPUT_FILES`) and the working case go.
+        out_dir: where the outputs (:data:`OUTPUT_FILES`) go, and the bundle's own output (``work/predictions``).
         config_files: the bundle's inference config and overrides (e.g. ``configs/openkbp.json``), relative to it.
         overrides: config ids to override (e.g. network widths of a small model).
         prescriptions_gy / roi_map / ignore_rois: see :func:`import_dicom_case`.
@@ -98,12 +98,14 @@ def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path
         raise ValueError(f"--out {out_dir}: the folder holds other files and no earlier prediction; give a new or "
                          "empty folder (an earlier prediction's folder is replaced as a whole)")
     profile_name = str(parser.get_parsed_content("profile_name"))
+    # the planned dose goes onto the model grid only for a bundle that makes its input dose masks from it
+    with_dose = bool(parser.get_parsed_content("input_mask_fractions", default=[]))
     weights = Path(str(parser.get_parsed_content("ckpt_path")))
     if not weights.is_file():
         raise FileNotFoundError(f"no weights at {weights}: train the bundle first, or give --ckpt_path")
     with atomic_directory(out_dir) as staging:  # never a mix of two runs' outputs, nothing half-written
         report = _predict_into(staging, dicom_dir, bundle, config_files, overrides, profile_name, prescriptions_gy,
-                               roi_map, grid_shape, dose_bits, ignore_rois)
+                               roi_map, grid_shape, dose_bits, ignore_rois, with_dose)
         report["outputs"] = {k: str(out_dir / Path(v).name) for k, v in report["outputs"].items()}
         write_text_atomic(staging / OUTPUT_FILES["report"], json.dumps(report, indent=1, default=str) + "\n")
     return report
@@ -111,22 +113,24 @@ def predict_dicom(dicom_dir: str | Path, bundle: str | Path, out_dir: str | Path
 
 def _predict_into(out_dir: Path, dicom_dir: str | Path, bundle: Path, config_files: Sequence[str], overrides: dict,
                   profile_name: str, prescriptions_gy: Mapping[str, float] | None, roi_map: Mapping[str, str] | None,
-                  grid_shape: tuple[int, ...], dose_bits: int, ignore_rois: Sequence[str]) -> dict:
+                  grid_shape: tuple[int, ...], dose_bits: int, ignore_rois: Sequence[str], with_dose: bool) -> dict:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     logger.info("importing %s for profile %s on a %s grid", dicom_dir, profile_name, grid_shape)
     imported = import_dicom_case(dicom_dir, profile_name, prescriptions_gy, roi_map, grid_shape,
-                                 ignore_rois=ignore_rois)
-    work = out_dir / "work"
-    case_dir = write_case(imported.case, work / "cases" / imported.case.case_id, compress_level=0)
-    datalist = write_datalist(work / "datalist.json", profile_name, {"test": [case_dir]})
+                                 ignore_rois=ignore_rois, with_dose=with_dose)
+    if with_dose and imported.planned is None:
+        raise ValueError(f"{bundle.name} makes its input dose masks from the planned dose (mask_source 'reference'), "
+                         f"and {dicom_dir} holds no RT Dose of the plan: give the folder its RT Dose, or use "
+                         "mask_source 'prior'")
     timings["import_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    predictions = work / "predictions"
+    predictions = out_dir / "work" / "predictions"
     logger.info("predicting with %s", bundle.name)
-    # the working case is never an OpenKBP submission, whatever grid it is on
-    run_bundle_inference(bundle, config_files, {**overrides, "datalist": str(datalist), "split": "test",
+    # the case goes to the bundle's loader in memory (LoadDoseCased takes a DoseCase): writing it as a case folder
+    # and reading it back cost 0.25 s at 128^3. It is never an OpenKBP submission, whatever grid it is on.
+    run_bundle_inference(bundle, config_files, {**overrides, "data": [{"case": imported.case}],
                                                 "output_dir": str(predictions), "openkbp_csv": False})
     dose_model = read_predicted_dose(predictions / imported.case.case_id / PREDICTED_DOSE_FILE,
                                      imported.case.affine, imported.case.shape)
@@ -141,22 +145,31 @@ def _predict_into(out_dir: Path, dicom_dir: str | Path, bundle: Path, config_fil
 
 
 def _export(imported: ImportedCase, dose_model: np.ndarray, out_dir: Path, dose_bits: int) -> dict:
-    """Map the model-grid dose onto the CT grid and write the RT Dose, NIfTI and DVH outputs."""
-    ct = imported.ct
-    dose_ct = np.maximum(resample_to_grid(dose_model.astype(np.float32), imported.model_grid, ct.grid), 0.0)
-    plan = imported.plan.header if imported.plan is not None else None
-    if plan is None:  # an RT Dose of a plan must reference one: record the prescriptions it was predicted for
-        by_roi = {roi: imported.case.prescriptions_gy[target]
-                  for target, roi in imported.report["roi_mapping"].items() if target in imported.case.prescriptions_gy}
-        plan = write_rt_plan(out_dir / OUTPUT_FILES["rtplan"], imported.structure_set.header, by_roi, fractions=None)
-    write_rt_dose(out_dir / OUTPUT_FILES["rtdose"], dose_ct, ct.grid, ct.header, plan, bits=dose_bits)
-    with atomic_file(out_dir / OUTPUT_FILES["nifti"]) as tmp:
-        image = nib.Nifti1Image(dose_ct.astype(np.float32), ct.grid.affine_ras)
-        image.set_qform(ct.grid.affine_ras, code=1)
-        image.set_sform(ct.grid.affine_ras, code=1)
-        nib.save(image, tmp)
+    """Map the model-grid dose onto the CT grid and write the RT Dose, NIfTI and DVH outputs.
 
-    _write_dvh(imported, imported.structure_masks(ct.grid), dose_ct, imported.planned_dose_on(ct.grid), out_dir)
+    The DVH outputs are made on a second thread while this one writes the dose files: the two halves take about
+    as long, and most of their time (rasterising, resampling, compressing) is numpy and zlib, which release the GIL.
+    """
+    ct = imported.ct
+    with ThreadPoolExecutor(max_workers=1) as dvh_thread:
+        # the structures and the planned dose on the CT grid do not wait for the prediction
+        on_ct_grid = dvh_thread.submit(lambda: (imported.structure_masks(ct.grid), imported.planned_dose_on(ct.grid)))
+        dose_ct = np.maximum(resample_to_grid(dose_model.astype(np.float32), imported.model_grid, ct.grid), 0.0)
+        dvh = dvh_thread.submit(lambda: _write_dvh(imported, on_ct_grid.result()[0], dose_ct, on_ct_grid.result()[1],
+                                                   out_dir))
+        plan = imported.plan.header if imported.plan is not None else None
+        if plan is None:  # an RT Dose of a plan must reference one: record the prescriptions it was predicted for
+            by_roi = {roi: imported.case.prescriptions_gy[target] for target, roi in
+                      imported.report["roi_mapping"].items() if target in imported.case.prescriptions_gy}
+            plan = write_rt_plan(out_dir / OUTPUT_FILES["rtplan"], imported.structure_set.header, by_roi,
+                                 fractions=None)
+        write_rt_dose(out_dir / OUTPUT_FILES["rtdose"], dose_ct, ct.grid, ct.header, plan, bits=dose_bits)
+        with atomic_file(out_dir / OUTPUT_FILES["nifti"]) as tmp:
+            image = nib.Nifti1Image(dose_ct.astype(np.float32), ct.grid.affine_ras)
+            image.set_qform(ct.grid.affine_ras, code=1)
+            image.set_sform(ct.grid.affine_ras, code=1)
+            nib.save(image, tmp)
+        dvh.result()
     return {**imported.report, "outputs": {k: str(out_dir / v) for k, v in OUTPUT_FILES.items()
                                           if (out_dir / v).exists() or k == "report"},
             "max_dose_gy": float(dose_ct.max())}

@@ -24,13 +24,16 @@ import pydicom
 import pytest
 import torch
 
-from conftest import CONFIGS, TINY, run_bundle, run_dciodvfy
+from conftest import CONFIGS, REPO_ROOT, TINY, run_bundle, run_dciodvfy
+from custom_nets.bundles.config import bundle_parser
 from custom_nets.bundles.packaging import package_bundle, sha256_of
-from custom_nets.io.canonical import PREDICTED_DOSE_FILE, read_case
+from custom_nets.io.canonical import PREDICTED_DOSE_FILE
 from custom_nets.io.datalist import load_datalist
 from custom_nets.io.dicom.export import DICOM_FILES, write_dicom_case
+from custom_nets.io.dicom.importer import import_dicom_case
 from custom_nets.io.dicom.rtdose import read_rt_dose
 from custom_nets.io.dicom.rtstruct import rasterise, read_structure_set
+from custom_nets.networks import random_weights_
 from custom_nets.phantoms import make_phantom
 from custom_nets.reports.dosimetric_evaluation import read_predicted_dose
 from custom_nets.reports.tables import read_csv
@@ -77,7 +80,8 @@ def test_predict_writes_an_rt_dose_on_the_ct_geometry(openkbp_bundles, dicom_pat
     # The model grid is the CT grid here, so the RT Dose holds the network's prediction up to quantisation.
     report = json.loads((out / "predict_report.json").read_text())
     case_id = "dicom_phantom_11"
-    case = read_case(out / "work" / "cases" / case_id)
+    assert not (out / "work" / "cases").exists()  # the imported case went to the bundle in memory
+    case = import_dicom_case(dicom_patient, "openkbp", grid_shape=CT_SHAPE).case
     predicted = read_predicted_dose(out / "work" / "predictions" / case_id / PREDICTED_DOSE_FILE, case.affine,
                                     case.shape)
     written = read_rt_dose(rtdose_path).dose_gy
@@ -132,6 +136,28 @@ def test_predict_runs_both_stages_of_a_mask_variant_without_a_plan(openkbp_bundl
     assert not (out / "RP_prescription.dcm").exists()
     report = json.loads((out / "predict_report.json").read_text())
     assert "rtplan" not in report["outputs"] and report["plan"].endswith(DICOM_FILES["RTPLAN"])
+
+
+def test_predict_gives_a_bundle_with_masks_from_the_plan_the_planned_dose_on_its_grid(dicom_patient, tmp_path):
+    """Dose masks from the planned dose (``mask_source: reference``, the oracle of the mask studies): the only input
+    that needs the planned dose on the model grid, which `predict` otherwise leaves out of the imported case."""
+    settings = {**TINY_IDS, "prior_checkpoint": None, "mask_source": "reference"}
+    bundle = Path(shutil.copytree(REPO_ROOT / "bundles" / "cascunet_dm3", tmp_path / "cascunet_dm3",
+                                  ignore=shutil.ignore_patterns("models")))
+    configs = ["configs/inference.json", *OPENKBP_CONFIGS]
+    network = random_weights_(bundle_parser(bundle, configs, settings).get_parsed_content("network_def"))
+    (bundle / "models").mkdir()
+    torch.save(network.state_dict(), bundle / "models" / "model.pt")
+    out = tmp_path / "out"
+    predict(str(dicom_patient), bundle=str(bundle), out=str(out), configs=OPENKBP_CONFIGS, grid_shape=(32, 32, 32),
+            overrides=settings)
+    info = json.loads((out / "work" / "predictions" / "dicom_phantom_11" / "prediction.json").read_text())
+    assert info["mask_source"] == "reference" and info["dose_masks"] == [0.1, 0.5, 0.9]
+    without_plan_dose = Path(shutil.copytree(dicom_patient, tmp_path / "patient"))
+    (without_plan_dose / DICOM_FILES["RTDOSE"]).unlink()
+    with pytest.raises(ValueError, match="makes its input dose masks from the planned dose .* holds no RT Dose"):
+        predict(str(without_plan_dose), bundle=str(bundle), out=str(tmp_path / "out2"), configs=OPENKBP_CONFIGS,
+                grid_shape=(32, 32, 32), overrides=settings)
 
 
 def test_predict_refuses_a_grid_the_networks_cannot_take(openkbp_bundles, dicom_patient, tmp_path):

@@ -243,6 +243,10 @@ def test_import_on_a_model_grid_keeps_the_field_of_view(tmp_path):
     assert imported.report["prescription_source"] == "given by the user"
     body_fraction = imported.case.possible_dose_mask.mean()
     assert body_fraction == pytest.approx(case.possible_dose_mask.mean(), rel=0.05)
+    assert imported.case.dose_gy.max() > 0  # the planned dose, resampled onto the model grid
+    without = import_dicom_case(folder, "openkbp", prescriptions_gy=rx, grid_shape=(32, 32, 32), with_dose=False)
+    assert without.case.dose_gy is None
+    np.testing.assert_array_equal(without.planned_dose_on(model), imported.case.dose_gy)
 
 
 # --- malformed input --------------------------------------------------------------------------------------------

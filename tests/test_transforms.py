@@ -7,7 +7,7 @@ import pytest
 import torch
 from monai.transforms import Compose, ConcatItemsd, Orientationd, RandFlipd, ScaleIntensityRanged
 
-from custom_nets.io.canonical import read_case
+from custom_nets.io.canonical import CaseError, read_case
 from custom_nets.io.datalist import load_datalist
 from custom_nets.profiles import LUNG, dose_mask_thresholds
 from custom_nets.transforms import (
@@ -57,6 +57,23 @@ def test_load_case_gives_profile_ordered_channels(lung_phantom_datalist):
     body = read_case(entry["case"]).structures["Body"]  # the lung profile's body channel is its Body contour
     np.testing.assert_array_equal(data["body"][0].numpy() > 0, body)
     assert data["dose"].affine.shape == (4, 4)
+
+
+def test_a_case_in_memory_loads_as_its_folder_does_and_stays_its_callers(lung_phantom_datalist):
+    entry = load_datalist(lung_phantom_datalist, "training")[0]
+    from_folder = LoadDoseCased("case", "lung")(entry)
+    case = read_case(entry["case"])
+    ct_hu = case.ct_hu.copy()
+    from_memory = LoadDoseCased("case", "lung")({"case": case, "prescriptions_gy": entry["prescriptions_gy"]})
+    for key in (*CASE_KEYS, "prescriptions_gy"):
+        torch.testing.assert_close(torch.as_tensor(from_memory[key]), torch.as_tensor(from_folder[key]))
+    torch.testing.assert_close(from_memory["ct"].affine, from_folder["ct"].affine)
+    assert from_memory["case"] == from_memory["case_id"] == case.case_id  # a batch collates names, not cases
+    from_memory["ct"] += 1.0  # a later transform working in place
+    np.testing.assert_array_equal(case.ct_hu, ct_hu)
+    assert "dose" not in LoadDoseCased("case", "lung", with_dose=False)({"case": case})
+    with pytest.raises(CaseError, match="of profile 'lung', expected 'openkbp'"):
+        LoadDoseCased("case", "openkbp")({"case": case})
 
 
 def test_dose_masks_from_reference_or_prior_and_named_sets():

@@ -181,35 +181,32 @@ def _file(folder: Path | None, name: str) -> Path | str:
     return folder / name if folder is not None else name
 
 
-def _save(volume: np.ndarray, affine: np.ndarray, path: Path, dtype: type, compress_level: int) -> None:
-    image = nib.Nifti1Image(np.asarray(volume).astype(dtype, copy=False), affine)
+def _save(volume: np.ndarray, affine: np.ndarray, path: Path, dtype: type) -> None:
+    volume = np.asarray(volume)
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(volume.dtype, np.floating):
+        volume = np.rint(volume)  # a resampled CT's HU to the nearest whole number, not truncated towards 0
+    image = nib.Nifti1Image(volume.astype(dtype, copy=False), affine)
     image.header.set_xyzt_units("mm")
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
-    with gzip.GzipFile(path, "wb", compresslevel=compress_level, mtime=0) as stream:
+    with gzip.GzipFile(path, "wb", compresslevel=1, mtime=0) as stream:  # nibabel's level; mtime 0: reproducible
         image.to_stream(stream)
 
 
-def write_case(case: DoseCase, case_dir: str | Path, compress_level: int = 1) -> Path:
-    """Validate ``case`` and write it as a canonical case folder (atomically: complete or not at all).
-
-    ``compress_level``: gzip level of the volumes (0-9; 1, nibabel's default, for cases that are kept). A working
-    case read back at once (``predict``) is written at 0: still ``.nii.gz``, 4x faster to write and read at 128^3.
-    """
-    if not 0 <= compress_level <= 9:
-        raise ValueError(f"compress_level must be a gzip level from 0 to 9, got {compress_level}")
+def write_case(case: DoseCase, case_dir: str | Path) -> Path:
+    """Validate ``case`` and write it as a canonical case folder (atomically: complete or not at all)."""
     case_dir = Path(case_dir)
     prof = get_profile(case.profile)
     validate_case(case, prof)
     missing = [s for s in prof.structures if s not in case.structures]
     with atomic_directory(case_dir) as tmp:
-        _save(case.ct_hu, case.affine, tmp / CT_FILE, np.int16, compress_level)
-        _save(case.possible_dose_mask, case.affine, tmp / POSSIBLE_DOSE_MASK_FILE, np.uint8, compress_level)
+        _save(case.ct_hu, case.affine, tmp / CT_FILE, np.int16)
+        _save(case.possible_dose_mask, case.affine, tmp / POSSIBLE_DOSE_MASK_FILE, np.uint8)
         if case.dose_gy is not None:
-            _save(case.dose_gy, case.affine, tmp / DOSE_FILE, np.float32, compress_level)
+            _save(case.dose_gy, case.affine, tmp / DOSE_FILE, np.float32)
         (tmp / STRUCTURE_DIR).mkdir()
         for name, mask in case.structures.items():
-            _save(mask, case.affine, tmp / STRUCTURE_DIR / f"{name}.nii.gz", np.uint8, compress_level)
+            _save(mask, case.affine, tmp / STRUCTURE_DIR / f"{name}.nii.gz", np.uint8)
         meta = {
             "format_version": FORMAT_VERSION,
             "case_id": case.case_id,

@@ -10,7 +10,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from custom_nets.io.canonical import CT_FILE, CaseError, read_case
+from custom_nets.io.canonical import CT_FILE, CaseError, DoseCase, read_case, validate_case
 from custom_nets.profiles import DatasetProfile, get_profile
 
 __all__ = ["LoadDoseCased", "CASE_KEYS"]
@@ -21,6 +21,10 @@ CASE_KEYS = ("ct", "dose", "possible_dose_mask", "body", "oar", "ptv")
 
 class LoadDoseCased(MapTransform):
     """Read the canonical case folder named by ``data[key]`` and add its volumes as channel-first MetaTensors.
+
+    ``data[key]`` may also be a :class:`DoseCase` in memory (``predict`` hands over the case it imported rather
+    than writing and reading it back); it is validated against the profile and replaced by its ``case_id`` (a
+    batch collates strings, not cases).
 
     Adds (shapes for a case of spatial size (X, Y, Z), in the file's voxel order; follow with
     ``Orientationd`` to fix the anatomical order):
@@ -46,25 +50,31 @@ class LoadDoseCased(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            case_dir = Path(str(d[key]))
-            case = read_case(case_dir, self.profile, with_dose=self.with_dose)
+            if isinstance(d[key], DoseCase):
+                case, origin = d[key], None
+                validate_case(case, self.profile)
+                d[key] = source = case.case_id
+            else:
+                origin = Path(str(d[key]))
+                case = read_case(origin, self.profile, with_dose=self.with_dose)
+                source = str(origin / CT_FILE)
             listed = d.get("prescriptions_gy")
             if isinstance(listed, Mapping):
                 if {k: float(v) for k, v in listed.items()} != case.prescriptions_gy:
-                    raise CaseError(case.case_id, case_dir, f"datalist prescriptions {dict(listed)} differ from "
+                    raise CaseError(case.case_id, origin, f"datalist prescriptions {dict(listed)} differ from "
                                     f"the case's {case.prescriptions_gy}")
-            meta = {"filename_or_obj": str(case_dir / CT_FILE), "case_id": case.case_id,
-                    "spatial_shape": np.asarray(case.shape)}
+            meta = {"filename_or_obj": source, "case_id": case.case_id, "spatial_shape": np.asarray(case.shape)}
             affine = torch.as_tensor(case.affine, dtype=torch.float64)
 
             def volume(array: np.ndarray, dtype: torch.dtype = torch.uint8) -> MetaTensor:
-                return MetaTensor(torch.as_tensor(np.ascontiguousarray(array), dtype=dtype),
+                # a copy: later transforms may work in place, and an in-memory case is still its caller's
+                return MetaTensor(torch.tensor(array, dtype=dtype),
                                   affine=affine.clone(), meta=dict(meta))
 
             empty = np.zeros(case.shape, dtype=bool)
             prof = self.profile
             d["ct"] = volume(case.ct_hu[None], torch.float32)
-            if case.dose_gy is not None:
+            if case.dose_gy is not None and self.with_dose:
                 d["dose"] = volume(case.dose_gy[None], torch.float32)
             d["possible_dose_mask"] = volume(case.possible_dose_mask[None])
             body = case.structures[prof.body] if prof.body else case.possible_dose_mask

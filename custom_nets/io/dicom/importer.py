@@ -177,7 +177,8 @@ def _target_names(prescriptions: Mapping[str, float], profile: DatasetProfile, r
 
 def import_dicom_case(folder: str | Path, profile: str | DatasetProfile, prescriptions_gy: Mapping[str, float] | None = None,
                       roi_map: Mapping[str, str] | None = None, grid_shape: Sequence[int] | None = None,
-                      case_id: str | None = None, ignore_rois: Sequence[str] = ()) -> ImportedCase:
+                      case_id: str | None = None, ignore_rois: Sequence[str] = (), with_dose: bool = True
+                      ) -> ImportedCase:
     """Read a DICOM-RT patient folder into a canonical case of ``profile`` on the model grid.
 
     Args:
@@ -189,6 +190,8 @@ def import_dicom_case(folder: str | Path, profile: str | DatasetProfile, prescri
         grid_shape: the model grid (X, Y, Z) over the CT's field of view; the CT grid when ``None``.
         case_id: the case's name; the CT's PatientID by default.
         ignore_rois: PTV ROIs to leave out of the input on purpose (every other contoured PTV needs a prescription).
+        with_dose: resample the planned dose onto the model grid as the case's dose (``False``: the case has none,
+            and :meth:`ImportedCase.planned_dose_on` still gives it on any grid).
     """
     prof = get_profile(profile)
     found = scan_dicom_folder(folder)
@@ -268,7 +271,8 @@ def import_dicom_case(folder: str | Path, profile: str | DatasetProfile, prescri
         prescriptions_gy={targets[r]: float(d) for r, d in prescriptions.items()},
         dose_gy=None, source=f"DICOM {folder}", missing_structures=report["missing_structures"])
     imported = ImportedCase(case, ct, model_grid, structures, plan, planned, report)
-    case.dose_gy = imported.planned_dose_on(model_grid)
+    if with_dose:
+        case.dose_gy = imported.planned_dose_on(model_grid)
     validate_case(case, prof, folder)
     for warning in report["warnings"]:
         logger.warning("%s: %s", folder, warning)
