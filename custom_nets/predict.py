@@ -152,11 +152,11 @@ def _export(imported: ImportedCase, dose_model: np.ndarray, out_dir: Path, dose_
     """
     ct = imported.ct
     with ThreadPoolExecutor(max_workers=1) as dvh_thread:
-        # the structures and the planned dose on the CT grid do not wait for the prediction
-        on_ct_grid = dvh_thread.submit(lambda: (imported.structure_masks(ct.grid), imported.planned_dose_on(ct.grid)))
+        # the structures and the planned dose go onto the CT grid while the predicted dose does
+        masks = dvh_thread.submit(imported.structure_masks, ct.grid)
+        planned = dvh_thread.submit(imported.planned_dose_on, ct.grid)
         dose_ct = np.maximum(resample_to_grid(dose_model.astype(np.float32), imported.model_grid, ct.grid), 0.0)
-        dvh = dvh_thread.submit(lambda: _write_dvh(imported, on_ct_grid.result()[0], dose_ct, on_ct_grid.result()[1],
-                                                   out_dir))
+        dvh = dvh_thread.submit(lambda: _write_dvh(imported, masks.result(), dose_ct, planned.result(), out_dir))
         plan = imported.plan.header if imported.plan is not None else None
         if plan is None:  # an RT Dose of a plan must reference one: record the prescriptions it was predicted for
             by_roi = {roi: imported.case.prescriptions_gy[target] for target, roi in
