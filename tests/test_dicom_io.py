@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from custom_nets.io.canonical import read_case
+from custom_nets.io.canonical import read_case, write_case
 from custom_nets.io.dicom.contours import mask_to_polygons
 from custom_nets.io.dicom.geometry import AxialGrid
 from custom_nets.io.dicom.importer import import_dicom_case
@@ -244,6 +244,8 @@ def test_import_on_a_model_grid_keeps_the_field_of_view(tmp_path):
     body_fraction = imported.case.possible_dose_mask.mean()
     assert body_fraction == pytest.approx(case.possible_dose_mask.mean(), rel=0.05)
     assert imported.case.dose_gy.max() > 0  # the planned dose, resampled onto the model grid
+    # whole HU, as its folder stores them: predict's in-memory case is what the folder would give the network
+    np.testing.assert_array_equal(read_case(write_case(imported.case, tmp_path / "case")).ct_hu, imported.case.ct_hu)
     without = import_dicom_case(folder, "openkbp", prescriptions_gy=rx, grid_shape=(32, 32, 32), with_dose=False)
     assert without.case.dose_gy is None
     np.testing.assert_array_equal(without.planned_dose_on(model), imported.case.dose_gy)

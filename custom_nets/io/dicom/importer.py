@@ -266,7 +266,9 @@ def import_dicom_case(folder: str | Path, profile: str | DatasetProfile, prescri
     case = DoseCase(
         case_id=case_id or re.sub(r"[^\w.-]+", "_", str(ct.header.get("PatientID", "")) or "patient"),
         profile=prof.name, affine=ras,
-        ct_hu=resample_to_grid(ct.hu, ct.grid, model_grid, fill_value=AIR_HU),
+        # whole HU, as a case folder stores them: `predict` hands this case over in memory, and the network sees
+        # what it would read from the imported folder
+        ct_hu=np.rint(resample_to_grid(ct.hu, ct.grid, model_grid, fill_value=AIR_HU)),
         possible_dose_mask=body, structures=masks,
         prescriptions_gy={targets[r]: float(d) for r, d in prescriptions.items()},
         dose_gy=None, source=f"DICOM {folder}", missing_structures=report["missing_structures"])
