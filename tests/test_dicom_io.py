@@ -183,6 +183,20 @@ def test_rt_dose_round_trip_quantisation_and_geometry(tmp_path, bits):
     assert error < 1e-3 * planned.max()
 
 
+@pytest.mark.parametrize("bits, dtype", [(16, np.float32), (32, np.float64)])
+def test_rt_dose_stores_each_voxel_rounded_to_the_nearest_unit_frame_by_frame(tmp_path, bits, dtype):
+    grid = _axial_grid()
+    dose = (np.random.default_rng(3).random(grid.shape) * 66.0).astype(dtype)
+    reference = pydicom.Dataset()
+    reference.FrameOfReferenceUID = "1.2.3"
+    header = pydicom.dcmread(write_rt_dose(tmp_path / "rd.dcm", dose, grid, reference, bits=bits))
+    stored = np.frombuffer(header.PixelData, dtype=np.uint16 if bits == 16 else np.uint32)
+    frames = stored.reshape(grid.shape[2], grid.shape[1], grid.shape[0])  # frame (Z), row (Y), column (X)
+    expected = np.rint(dose.astype(np.float64) / float(header.DoseGridScaling)).transpose(2, 1, 0)
+    np.testing.assert_array_equal(frames, expected)
+    assert (header.Rows, header.Columns, header.NumberOfFrames) == (grid.shape[1], grid.shape[0], grid.shape[2])
+
+
 def test_dose_grid_scaling_keeps_the_maximum_in_range_and_refuses_bad_doses(tmp_path):
     for max_dose in (0.013, 14.68, 70.0, 81.234567):
         scaling = dose_grid_scaling(max_dose, 16)
