@@ -223,6 +223,22 @@ def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
     assert "its first pass" in table
 
 
+@pytest.mark.parametrize("modes", [[], ["eager", "bf16"]])
+def test_benchmark_table_has_a_column_per_measured_mode_and_none_empty(modes):
+    from custom_nets.performance.summary import markdown_summary
+
+    row = {"bundle": "cascunet_basic", "parameters_m": 32.36, "gflop_per_forward": 1675.3}
+    for i, mode in enumerate(modes):
+        row.update({f"{mode}_s": 10.0 - i, f"{mode}_share_of_peak": 0.5, f"{mode}_peak_memory_mb": 2400})
+    result = {"device": "cpu", "threads": 2, "torch": torch.__version__, "matmul_peak_gflops": 300.0, "size": 128,
+              "widths": "paper", "profile": "openkbp", "inference": [row]}
+    table = [line for line in markdown_summary(result).splitlines() if line.startswith("|")]
+    header, separator, body = table
+    assert [line.count("|") for line in table] == [4 + len(modes)] * 3
+    assert "|  |" not in header and "| cascunet_basic | 32.36 | 1675.3 |" in body
+    assert [m for m in modes if f"{m} s (% of peak" in header] == modes
+
+
 def test_the_official_scorer_is_looked_for_in_a_clone_of_open_kbp(tmp_path):
     from custom_nets.performance.scoring import official_scores
 

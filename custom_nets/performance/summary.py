@@ -13,14 +13,12 @@ def markdown_summary(result: dict) -> str:
              f"{result['matmul_peak_gflops']:.1f} GFLOP/s. Inference at {result['size']}^3, {result['widths']} "
              f"widths, {result['profile']} inputs, random weights.", ""]
     modes = [m for m in (*INFERENCE_MODES, "amp") if f"{m}_s" in result["inference"][0]]
-    lines.append("| bundle | parameters (M) | GFLOP / forward | " + " | ".join(
-        f"{m} s (% of peak, peak MB)" for m in modes) + " |")
+    lines.append(_row(["bundle", "parameters (M)", "GFLOP / forward", *(f"{m} s (% of peak, peak MB)" for m in modes)]))
     lines.append("| --- " * (3 + len(modes)) + "|")
     for row in result["inference"]:
-        cells = [f"{row[f'{m}_s']:.3f} ({100 * row[f'{m}_share_of_peak']:.0f}%, "
-                 f"{row[f'{m}_peak_memory_mb'] or float('nan'):.0f})" for m in modes]
-        lines.append(f"| {row['bundle']} | {row['parameters_m']:.2f} | {row['gflop_per_forward']:.1f} | "
-                     + " | ".join(cells) + " |")
+        lines.append(_row([row["bundle"], f"{row['parameters_m']:.2f}", f"{row['gflop_per_forward']:.1f}", *(
+            f"{row[f'{m}_s']:.3f} ({100 * row[f'{m}_share_of_peak']:.0f}%, "
+            f"{row[f'{m}_peak_memory_mb'] or float('nan'):.0f})" for m in modes)]))
     profiled = [(row["bundle"], m, row[f"{m}_operators"]) for row in result["inference"] for m in modes
                 if f"{m}_operators" in row]
     if profiled:
@@ -62,3 +60,8 @@ def markdown_summary(result: dict) -> str:
                       + (f" (its first pass {p['network_first_s']:.2f} s: {p['predict_s'] / p['network_first_s']:.2f}x)"
                          if "network_first_s" in p else "")]
     return "\n".join(lines)
+
+
+def _row(cells: list[str]) -> str:
+    """A Markdown table row (a run without inference modes has no mode columns, not an empty one)."""
+    return "| " + " | ".join(cells) + " |"
