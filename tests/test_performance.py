@@ -186,6 +186,29 @@ def test_the_inference_handler_prepares_the_engines_network_in_place_as_a_copy_w
         torch.testing.assert_close(engine.network(x), copied, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("mode", ["frozen", "fast", "bf16"])
+def test_a_second_run_of_the_engine_keeps_the_network_the_handler_prepared(mode):
+    from types import SimpleNamespace
+
+    from custom_nets.networks import DoseMaskCascade
+    from custom_nets.performance import OptimiseForInference
+
+    torch.manual_seed(0)
+    widths = (2, 4, 8, 16, 32)
+    network = DoseMaskCascade(5, (0.3, 0.6, 0.9), widths, widths).eval()
+    prior = copy.deepcopy(network.prior)
+    x = torch.rand(1, 5, 32, 32, 32)
+    engine, handler = SimpleNamespace(network=network), OptimiseForInference(mode)
+    with torch.no_grad():
+        handler(engine)  # Events.STARTED of the first run
+        prepared, first = engine.network, engine.network(x)
+        handler(engine)  # and of the second
+        assert engine.network is prepared
+        torch.testing.assert_close(engine.network(x), first, rtol=0, atol=0)
+        if mode == "bf16":  # the prior is still eager fp32 arithmetic: its thresholded dose cannot move
+            torch.testing.assert_close(network.prior.module(x), prior(x), rtol=0, atol=0)
+
+
 def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
     from dosepred.benchmark import benchmark
 

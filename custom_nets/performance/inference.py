@@ -126,11 +126,14 @@ def prepare_network(network: nn.Module, mode: str = "frozen", in_place: bool = F
 class OptimiseForInference:
     """Ignite handler: at ``Events.STARTED`` (list it after the ``CheckpointLoader``) replace the engine's network
     by its ``mode`` version (:func:`prepare_network`, in place: the engine's network is replaced, and a copy of the
-    paper-width cascade's weights cost 0.2 s of a 128^3 prediction). ``eager`` leaves it as it is."""
+    paper-width cascade's weights cost 0.2 s of a 128^3 prediction). ``eager`` leaves it as it is. A second run
+    of the engine keeps the network prepared by the first: preparing it again failed (a frozen network has no
+    parameters left) or fused a mask variant's prior, which must keep the eager arithmetic."""
 
     def __init__(self, mode: str = AUTO) -> None:
         resolve_mode(mode, torch.device("cpu"))  # refuses an unknown mode before any work
         self.mode = mode
+        self._prepared: nn.Module | None = None
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -138,9 +141,12 @@ class OptimiseForInference:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine) -> None:
+        if engine.network is self._prepared:
+            return
         mode = resolve_mode(self.mode, next(engine.network.parameters()).device)
         if mode != "eager":
             engine.network = prepare_network(engine.network, mode, in_place=True)
+        self._prepared = engine.network
 
 
 def time_forward(network: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, warmup: int = 1,
