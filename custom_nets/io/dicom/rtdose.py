@@ -97,8 +97,8 @@ def write_rt_dose(path: str | Path, dose_gy: np.ndarray, grid: AxialGrid, refere
     if str(reference.get("FrameOfReferenceUID", "")) == "":
         raise ValueError(f"{path}: the reference dataset has no FrameOfReferenceUID")
     scaling = dose_grid_scaling(float(dose_gy.max()), bits)
-    # one float64 copy, in PixelData's frame, row, column order, worked in place: a 192^2 x 128 dose was written
-    # 0.1-0.2 s faster than with the four copies before
+    # one float64 copy, in PixelData's frame, row, column order, worked in place (it went through five full-size
+    # arrays before: `predict` wrote a 192^2 x 128 dose in 0.07-0.09 s, against 0.29-0.32 s)
     frames = dose_gy.transpose(2, 1, 0).astype(np.float64, order="C")
     np.rint(np.divide(frames, scaling, out=frames), out=frames)
 
