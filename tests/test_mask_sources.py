@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from monai.inferers import SimpleInferer
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_bundle_commands
 from custom_nets.inferers import FlipTTAInferer
-from test_bundles import TINY, run_bundle
+from test_bundles import TINY
 
 
 def test_flip_tta_averages_the_flipped_predictions():
@@ -32,10 +32,10 @@ def test_flip_tta_averages_the_flipped_predictions():
 def test_reference_masks_train_and_evaluate_as_an_oracle(lung_phantom_datalist, tmp_path):
     bundle = Path(shutil.copytree(REPO_ROOT / "bundles" / "cascunet_dm3", tmp_path / "cascunet_dm3"))
     common = ["--dataset_dir", str(lung_phantom_datalist.parent), *TINY, "--mask_source", "reference"]
-    run_bundle(bundle, "run", "training", "--config_file", "['configs/train.json','configs/cpu.json']", *common,
-               "--max_iterations", "2", "--iterations_per_epoch", "2", "--num_workers", "0")
-    run_bundle(bundle, "run", "--config_file",
-               "['configs/inference.json','configs/evaluate.json','configs/cpu.json']", *common)
+    run_bundle_commands(bundle, [
+        ["run", "training", "--config_file", "['configs/train.json','configs/cpu.json']", *common,
+         "--max_iterations", "2", "--iterations_per_epoch", "2", "--num_workers", "0"],
+        ["run", "--config_file", "['configs/inference.json','configs/evaluate.json','configs/cpu.json']", *common]])
     info = json.loads((bundle / "eval" / "validation_masks-reference" / "run_info.json").read_text())
     assert info["mask_source"] == "reference" and info["dose_masks"] == [0.1, 0.5, 0.9]
 

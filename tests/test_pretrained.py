@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT, VARIANTS, require_shared, run_bundle
+from conftest import REPO_ROOT, VARIANTS, require_shared, run_bundle, run_bundle_commands
 from custom_nets.bundles.config import bundle_parser
 from custom_nets.bundles.packaging import sha256_of
 from custom_nets.bundles import PRETRAINED_CONFIG, pretrained_records
@@ -103,11 +103,12 @@ def test_shipped_bundle_passes_the_model_zoo_checks(name, tmp_path):
                                                        str(configs / "metadata_openkbp.json")],
                       config_file=[str(configs / "inference.json"), str(configs / PRETRAINED_CONFIG)])
     exported = tmp_path / "model.ts"
-    run_bundle(bundle, "ckpt_export", "network_def", "--filepath", str(exported), "--ckpt_file", "models/model.pt",
-               "--meta_file", "configs/metadata.json", "--config_file",
-               f"['configs/inference.json','configs/{PRETRAINED_CONFIG}']")
+    run_bundle_commands(bundle, [
+        ["ckpt_export", "network_def", "--filepath", str(exported), "--ckpt_file", "models/model.pt",
+         "--meta_file", "configs/metadata.json", "--config_file",
+         f"['configs/inference.json','configs/{PRETRAINED_CONFIG}']"],
+        ["download_large_files", "--bundle_path", str(bundle)]])
     assert torch.jit.load(str(exported)) is not None
-    run_bundle(bundle, "download_large_files", "--bundle_path", str(bundle))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
