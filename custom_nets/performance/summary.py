@@ -13,8 +13,8 @@ def markdown_summary(result: dict) -> str:
              f"{result['matmul_peak_gflops']:.1f} GFLOP/s. Inference at {result['size']}^3, {result['widths']} "
              f"widths, {result['profile']} inputs, random weights.", ""]
     modes = [m for m in (*INFERENCE_MODES, "amp") if f"{m}_s" in result["inference"][0]]
-    lines.append(_row(["bundle", "parameters (M)", "GFLOP / forward", *(f"{m} s (% of peak, peak MB)" for m in modes)]))
-    lines.append("| --- " * (3 + len(modes)) + "|")
+    header = ["bundle", "parameters (M)", "GFLOP / forward", *(f"{m} s (% of peak, peak MB)" for m in modes)]
+    lines += [_row(header), _row(["---"] * len(header))]
     for row in result["inference"]:
         lines.append(_row([row["bundle"], f"{row['parameters_m']:.2f}", f"{row['gflop_per_forward']:.1f}", *(
             f"{row[f'{m}_s']:.3f} ({100 * row[f'{m}_share_of_peak']:.0f}%, "
