@@ -147,17 +147,16 @@ def _predict_into(out_dir: Path, dicom_dir: str | Path, bundle: Path, config_fil
 def _export(imported: ImportedCase, dose_model: np.ndarray, out_dir: Path, dose_bits: int) -> dict:
     """Map the model-grid dose onto the CT grid and write the RT Dose, NIfTI and DVH outputs.
 
-    The DVH outputs are made on a second thread while this one writes the dose files (0.4 s and 0.2 s for a
+    The DVH outputs are made on a second thread while this one writes the dose files (0.3 s and 0.2 s for a
     192^2 x 128 CT): most of their time (rasterising, resampling, compressing) is numpy and zlib, which release the
-    GIL.
+    GIL. The structures are rasterised on that thread while this one resamples both doses onto the CT grid.
     """
     ct = imported.ct
     with ThreadPoolExecutor(max_workers=1) as dvh_thread:
-        # the structures and the planned dose go onto the CT grid while the predicted dose does
         masks = dvh_thread.submit(imported.structure_masks, ct.grid)
-        planned = dvh_thread.submit(imported.planned_dose_on, ct.grid)
+        planned = imported.planned_dose_on(ct.grid)
         dose_ct = np.maximum(resample_to_grid(dose_model.astype(np.float32), imported.model_grid, ct.grid), 0.0)
-        dvh = dvh_thread.submit(lambda: _write_dvh(imported, masks.result(), dose_ct, planned.result(), out_dir))
+        dvh = dvh_thread.submit(lambda: _write_dvh(imported, masks.result(), dose_ct, planned, out_dir))
         plan = imported.plan.header if imported.plan is not None else None
         if plan is None:  # an RT Dose of a plan must reference one: record the prescriptions it was predicted for
             by_roi = {roi: imported.case.prescriptions_gy[target] for target, roi in

@@ -121,7 +121,14 @@ def rasterise(contours: list[np.ndarray], grid: AxialGrid) -> np.ndarray:
         on_plane = np.flatnonzero(plane_of_contour == plane)
         by_slice[covered & (nearest == plane)] = _even_odd_fill(
             [columns[i] for i in on_plane], [rows[i] for i in on_plane], grid.shape[0], grid.shape[1])
-    return np.ascontiguousarray(by_slice.transpose(2, 1, 0))
+    # Only the structure's bounding box is transposed into the (X, Y, Z) mask: a transposed copy of the whole
+    # grid cost 6 ms per structure on a 192^2 x 128 CT, mostly zeros (np.zeros leaves untouched pages unmapped).
+    mask = np.zeros(grid.shape, dtype=bool)
+    nonempty = [np.flatnonzero(by_slice.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
+    if all(index.size for index in nonempty):
+        (z0, z1), (y0, y1), (x0, x1) = ((index[0], index[-1] + 1) for index in nonempty)
+        mask[x0:x1, y0:y1, z0:z1] = by_slice[z0:z1, y0:y1, x0:x1].transpose(2, 1, 0)
+    return mask
 
 
 def _even_odd_fill(columns: list[np.ndarray], rows: list[np.ndarray], n_columns: int, n_rows: int) -> np.ndarray:
