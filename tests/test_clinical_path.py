@@ -35,6 +35,7 @@ from custom_nets.io.dicom.rtdose import read_rt_dose
 from custom_nets.io.dicom.rtstruct import rasterise, read_structure_set
 from custom_nets.networks import random_weights_
 from custom_nets.phantoms import make_phantom
+from custom_nets.predict import PatientsFailed
 from custom_nets.reports.dosimetric_evaluation import read_predicted_dose
 from custom_nets.reports.tables import read_csv
 from dosepred.dicom import predict
@@ -89,7 +90,7 @@ def test_predict_writes_an_rt_dose_on_the_ct_geometry(openkbp_bundles, dicom_pat
     float32_rounding = 2 * np.finfo(np.float32).eps * float(predicted.max())  # the prediction is stored as float32
     assert np.abs(written - predicted).max() <= float(ds.DoseGridScaling) / 2 + float32_rounding
     assert report["roi_mapping"]["SpinalCord"] == "Cord" and report["roi_mapping"]["RightParotid"] == "Parotid_R"
-    assert set(report["timings_s"]) == {"import_s", "inference_s", "export_s"}
+    assert set(report["timings_s"]) == {"import_s", "bundle_setup_s", "inference_s", "export_s"}
 
     # DVH table: every structure, predicted and planned, with the dose of the written RT Dose.
     rows = read_csv(out / "dvh_metrics.csv")
@@ -158,6 +159,46 @@ def test_predict_gives_a_bundle_with_masks_from_the_plan_the_planned_dose_on_its
     with pytest.raises(ValueError, match="makes its input dose masks from the planned dose .* holds no RT Dose"):
         predict(str(without_plan_dose), bundle=str(bundle), out=str(tmp_path / "out2"), configs=OPENKBP_CONFIGS,
                 grid_shape=(32, 32, 32), overrides=settings)
+
+
+def test_predict_gives_each_of_several_patients_what_it_gives_that_patient_alone(openkbp_bundles, dicom_patient,
+                                                                                 tmp_path):
+    """Several patients share one start of the bundle: the mask variant's evaluator runs again on each (its bf16
+    prior wrapped by the first run, its checkpoint loaded once); a broken patient is reported, the others written."""
+    second = write_dicom_case(make_phantom("openkbp", 12, CT_SHAPE, case_id="dicom_phantom_12"),
+                              tmp_path / "dicom" / "second", roi_names=SYNONYMS)
+    broken = Path(shutil.copytree(dicom_patient, tmp_path / "dicom" / "broken"))
+    (broken / DICOM_FILES["RTSTRUCT"]).unlink()
+    options = {"bundle": str(openkbp_bundles / "cascunet_dm3"), "configs": OPENKBP_CONFIGS,
+               "grid_shape": (32, 32, 32), "overrides": TINY_IDS}
+    out = tmp_path / "cohort"
+    with pytest.raises(PatientsFailed, match="1 of 3 patients not predicted .* broken: .*no RT Structure Set"):
+        predict(str(dicom_patient), str(broken), str(second), out=str(out), **options)
+    summary = json.loads((out / "predict_summary.json").read_text())
+    assert summary["failed"] == ["broken"] and sorted(p.name for p in out.iterdir()) == [
+        "patient", "predict_summary.json", "second"]
+    assert "bundle_setup_s" in summary["patients"]["patient"]["timings_s"]
+    assert "bundle_setup_s" not in summary["patients"]["second"]["timings_s"]
+
+    for folder, name in ((dicom_patient, "patient"), (second, "second")):
+        alone = Path(predict(str(folder), out=str(tmp_path / f"alone_{name}"), **options))
+        together = out / name / "RD_predicted.dcm"
+        assert summary["patients"][name]["outputs"]["rtdose"] == str(together)
+        assert pydicom.dcmread(together).pixel_array.max() > 0
+        np.testing.assert_array_equal(pydicom.dcmread(together).pixel_array, pydicom.dcmread(alone).pixel_array)
+        assert read_csv(out / name / "dvh_metrics.csv") == read_csv(alone.parent / "dvh_metrics.csv")
+
+
+def test_predict_refuses_patient_folders_of_one_name_before_any_work(tmp_path):
+    first, second = tmp_path / "a" / "DICOM", tmp_path / "b" / "DICOM"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"share the name\(s\) \['DICOM'\]"):
+        predict(str(first), str(second), bundle=str(REPO_ROOT / "bundles" / "cascunet_basic"),
+                out=str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="DICOM folder not found: .*missing"):
+        predict(str(first), str(tmp_path / "missing"), out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_predict_refuses_a_grid_the_networks_cannot_take(openkbp_bundles, dicom_patient, tmp_path):

@@ -239,11 +239,11 @@ def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
     given = result["scoring_given"]
     assert given["patients"] == 2 and given["ours_1_process_scores"] == given[next(
         k for k in given if k.endswith("processes_scores"))]
-    assert [(p["network_mode"], p["ratio"] > 0, p["network_first_s"] > 0) for p in result["predict"]] == [
-        ("frozen", True, True)]
+    assert [(p["network_mode"], p["ratio"] > 0, p["network_first_s"] > 0, p["cohort_patients"],
+             p["cohort_ratio"] > 0) for p in result["predict"]] == [("frozen", True, True, 3, True)]
     table = out.with_suffix(".md").read_text()
     assert "cascunet_dm3" in table and "GFLOP / forward" in table and "predict" in table and "scoring" in table
-    assert "its first pass" in table
+    assert "its first pass" in table and "3 patients in one call" in table
 
 
 @pytest.mark.parametrize("modes", [[], ["eager", "bf16"]])

@@ -14,6 +14,7 @@
     dosepred dicom phantom --out data/dicom_phantom     # a synthetic DICOM-RT patient
     dosepred dicom export data/openkbp/cases/pt_201 --out data/dicom/pt_201   # a case as DICOM-RT
     dosepred predict <DICOM folder> --bundle bundles/cascunet_basic --out runs/predict   # -> RT Dose + DVHs
+    dosepred predict <DICOM folder> <DICOM folder> ... --out runs/cohort   # one bundle start, a folder each
     dosepred benchmark --bundles cascunet_basic,randose --size 128   # speed table (JSON + Markdown)
     dosepred experiment cpu-budget --data data/openkbp   # the cascade paper's experiment at a CPU budget + report
     dosepred experiment pooling-floor --data data/openkbp   # the dose score the 64^3 network grid allows at best
@@ -28,6 +29,7 @@ import sys
 
 import fire
 
+from custom_nets.predict import PatientsFailed
 from dosepred import benchmark, bundles, dicom, experiment, model_size, openkbp, phantoms, pretrained, quickstart, report
 
 
@@ -54,6 +56,9 @@ def main() -> None:
     except (ValueError, FileNotFoundError, KeyError) as err:  # bad input: say what, without a traceback
         print(f"dosepred: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except PatientsFailed as err:  # the other patients' outputs are written
+        print(f"dosepred: error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def check_flags(argv: list[str]) -> None:

@@ -11,18 +11,20 @@ from custom_nets.io.dicom.rtdose import check_dose_bits
 from custom_nets.io.openkbp import read_openkbp_patient
 from custom_nets.options import as_bool
 from custom_nets.phantoms import make_phantom
-from custom_nets.predict import predict_dicom
+from custom_nets.predict import SUMMARY_FILE, predict_dicom, predict_dicom_patients
 from dosepred.arguments import as_list, as_mapping
 from dosepred.bundles import BUNDLES_DIR
 
 
-def predict(dicom_dir: str, bundle: str = str(BUNDLES_DIR / "cascunet_basic"), out: str = "runs/predict",
+def predict(*dicom_dirs: str, bundle: str = str(BUNDLES_DIR / "cascunet_basic"), out: str = "runs/predict",
             configs: str | list = "", prescriptions=None, roi_map=None, grid_shape=(128, 128, 128),
             ckpt_path: str | None = None, bits: int = 16, overrides=None, ignore_rois=None) -> str:
     """Predict the dose of the DICOM-RT patient in DICOM_DIR (CT + RTSTRUCT [+ RTPLAN]) with BUNDLE, on CPU or GPU.
 
     Writes OUT/RD_predicted.dcm (RT Dose on the CT grid), dose_predicted.nii.gz, dvh_metrics.csv, dvh.csv, dvh.png
-    and predict_report.json (ROI mapping, prescriptions, warnings, timings).
+    and predict_report.json (ROI mapping, prescriptions, warnings, timings). Several DICOM_DIRs are predicted with
+    one start of the bundle, each into OUT/<its folder's name>/, with OUT/predict_summary.json; a patient that
+    fails is reported and the others predicted.
 
     Args:
         configs: the bundle's override configs after inference.json, e.g. "configs/openkbp.json,configs/cpu.json".
@@ -34,11 +36,22 @@ def predict(dicom_dir: str, bundle: str = str(BUNDLES_DIR / "cascunet_basic"), o
         overrides: other bundle config ids as JSON, e.g. '{"widths_a": [8,16,32,64,128]}'.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    report = predict_dicom(dicom_dir, bundle, out, ["configs/inference.json", *as_list(configs)],
-                           overrides=as_mapping(overrides, "overrides"),
-                           prescriptions_gy=as_mapping(prescriptions, "prescriptions"),
-                           roi_map=as_mapping(roi_map, "roi_map"), grid_shape=grid_shape, ckpt_path=ckpt_path,
-                           dose_bits=bits, ignore_rois=as_list(ignore_rois))
+    if not dicom_dirs:
+        raise ValueError("give the patient's DICOM folder (or several)")
+    options = {"config_files": ["configs/inference.json", *as_list(configs)],
+               "overrides": as_mapping(overrides, "overrides"),
+               "prescriptions_gy": as_mapping(prescriptions, "prescriptions"),
+               "roi_map": as_mapping(roi_map, "roi_map"), "grid_shape": grid_shape, "ckpt_path": ckpt_path,
+               "dose_bits": bits, "ignore_rois": as_list(ignore_rois)}
+    if len(dicom_dirs) > 1:
+        summary = predict_dicom_patients([str(d) for d in dicom_dirs], bundle, out, **options)
+        for name, patient in summary["patients"].items():
+            for warning in patient["warnings"]:
+                print(f"{name}: warning: {warning}")
+            print(f"{name}: RT Dose {patient['outputs']['rtdose']} (max {patient['max_dose_gy']:.2f} Gy); "
+                  f"timings {patient['timings_s']}")
+        return str(Path(out) / SUMMARY_FILE)
+    report = predict_dicom(str(dicom_dirs[0]), bundle, out, **options)
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     print(f"RT Dose: {report['outputs']['rtdose']} (max {report['max_dose_gy']:.2f} Gy); "

@@ -22,7 +22,7 @@ from custom_nets.networks.initialisation import random_weights_
 from custom_nets.performance.inference import prepare_network, time_forward
 from custom_nets.performance.scoring import benchmark_scoring
 from custom_nets.phantoms import make_phantom
-from custom_nets.predict import predict_dicom
+from custom_nets.predict import predict_dicom, predict_dicom_patients
 
 __all__ = ["constant_dose_heads", "time_evaluation", "time_scoring", "time_predict"]
 
@@ -71,13 +71,15 @@ def time_scoring(mini: Path, work: Path, official_open_kbp: str | None) -> dict:
 
 
 def time_predict(bundle: Path, config_files: list[str], overrides: dict, size: int, device: torch.device,
-                  work: Path, modes: list[str]) -> list[dict]:
+                  work: Path, modes: list[str], cohort_patients: int = 3) -> list[dict]:
     """`predict` on a synthetic OpenKBP DICOM patient (CT 1.5x the model grid in-plane) against the network time
     in the same inference mode, both with random weights; one row per mode. ``network_s`` is the median forward
     pass after a warm-up; ``network_first_s`` the first pass of a freshly prepared network, which is what one
     `predict` pays (oneDNN primitive creation, first touch of the activations' memory, TorchScript's
     optimisation runs). The dose heads give half the reference dose everywhere (:func:`constant_dose_heads`), so
-    the export meets a dose in the clinical range."""
+    the export meets a dose in the clinical range. With ``cohort_patients``, `predict` of that many patients (the same
+    one under several names) in one call, its seconds per patient (``cohort_s_per_patient``) against the network
+    (``cohort_ratio``): what each patient costs once the bundle is started."""
     copy = Path(shutil.copytree(bundle, work / "predict_bundle" / bundle.name,
                                 ignore=shutil.ignore_patterns(*RUN_OUTPUTS)))
     parser = bundle_parser(copy, config_files, overrides)
@@ -87,6 +89,9 @@ def time_predict(bundle: Path, config_files: list[str], overrides: dict, size: i
     ct_shape = (size * 3 // 2, size * 3 // 2, size)
     patient = write_dicom_case(make_phantom("openkbp", 0, ct_shape, case_id="benchmark"), work / "dicom")
     x = torch.rand(1, int(parser.get_parsed_content("in_channels")), size, size, size, device=device)
+    cohort = [patient.parent / f"patient_{i}" for i in range(1, cohort_patients + 1)]
+    for folder in cohort:
+        folder.symlink_to(patient.resolve(), target_is_directory=True)
     rows = []
     for mode in modes:
         settings = {**overrides, "inference_mode": mode}
@@ -95,9 +100,18 @@ def time_predict(bundle: Path, config_files: list[str], overrides: dict, size: i
         report = predict_dicom(patient, copy, work / f"predict_{mode}", config_files, settings,
                                grid_shape=(size,) * 3)
         total = time.perf_counter() - start
+        row = {"bundle": bundle.name, "grid": size, "ct_shape": list(ct_shape), "predict_s": total,
+               **report["timings_s"], "network_mode": mode}
+        if cohort:
+            start = time.perf_counter()
+            predict_dicom_patients(cohort, copy, work / f"predict_cohort_{mode}", config_files, settings,
+                                   grid_shape=(size,) * 3)
+            row.update({"cohort_patients": len(cohort), "cohort_s_per_patient": (time.perf_counter() - start)
+                        / len(cohort)})
         forward = time_forward(prepare_network(network.to(device), mode), x, warmup=0, repeats=3)
-        network_s = statistics.median(forward["runs_s"][1:])
-        rows.append({"bundle": bundle.name, "grid": size, "ct_shape": list(ct_shape), "predict_s": total,
-                     **report["timings_s"], "network_mode": mode, "network_s": network_s,
-                     "network_first_s": forward["runs_s"][0], "ratio": total / network_s})
+        row.update({"network_s": statistics.median(forward["runs_s"][1:]), "network_first_s": forward["runs_s"][0]})
+        row["ratio"] = total / row["network_s"]
+        if cohort:
+            row["cohort_ratio"] = row["cohort_s_per_patient"] / row["network_s"]
+        rows.append(row)
     return rows

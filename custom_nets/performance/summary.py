@@ -54,11 +54,14 @@ def markdown_summary(result: dict) -> str:
                               f"; largest difference from the official figures: "
                               f"{scoring['max_difference_to_official_figures']:.1e} Gy." if key == "scoring" else ".")]
     for p in result.get("predict", []):
+        setup = f"bundle start {p['bundle_setup_s']:.2f}, " if "bundle_setup_s" in p else ""
         lines += ["", f"predict ({p['bundle']}, {p['network_mode']}, CT {p['ct_shape']} -> {p['grid']}^3): "
-                      f"{p['predict_s']:.2f} s (import {p['import_s']:.2f}, inference {p['inference_s']:.2f}, "
+                      f"{p['predict_s']:.2f} s (import {p['import_s']:.2f}, {setup}inference {p['inference_s']:.2f}, "
                       f"export {p['export_s']:.2f}) vs network {p['network_s']:.2f} s: {p['ratio']:.2f}x"
                       + (f" (its first pass {p['network_first_s']:.2f} s: {p['predict_s'] / p['network_first_s']:.2f}x)"
-                         if "network_first_s" in p else "")]
+                         if "network_first_s" in p else "")
+                      + (f"; {p['cohort_patients']} patients in one call: {p['cohort_s_per_patient']:.2f} s per "
+                         f"patient, {p['cohort_ratio']:.2f}x" if "cohort_ratio" in p else "")]
     return "\n".join(lines)
 
 
