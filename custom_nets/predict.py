@@ -106,6 +106,7 @@ def predict_dicom_patients(dicom_dirs: Sequence[str | Path], bundle: str | Path,
     patients: dict[str, dict] = {}
     with _Predictor(bundle, config_files, overrides, prescriptions_gy, roi_map, grid_shape, ckpt_path, dose_bits,
                     ignore_rois, out_dir) as predictor:
+        predictor.start_bundle()  # a bundle that cannot start stops the call before any patient
         for number, (folder, name) in enumerate(zip(folders, names), start=1):
             logger.info("patient %d/%d: %s", number, len(folders), folder)
             try:
@@ -148,8 +149,9 @@ def _check_out_dir(out_dir: Path, marker: str) -> None:
 
 class _Predictor:
     """The options of a `predict` run, checked before any patient is read, and the bundle, started once for all
-    its patients. ``work_root`` holds the bundle's scratch output (on the outputs' file system: each case's folder
-    moves from there to its patient's outputs)."""
+    its patients (by the first one's prediction unless :meth:`start_bundle` is called first). ``work_root`` holds
+    the bundle's scratch output (on the outputs' file system: each case's folder moves from there to its patient's
+    outputs)."""
 
     def __init__(self, bundle: str | Path, config_files: Sequence[str], overrides: Mapping | None,
                  prescriptions_gy: Mapping[str, float] | None, roi_map: Mapping[str, str] | None,
@@ -176,19 +178,22 @@ class _Predictor:
         if not weights.is_file():
             raise FileNotFoundError(f"no weights at {weights}: train the bundle first, or give --ckpt_path")
         self.import_options = {"prescriptions_gy": prescriptions_gy, "roi_map": roi_map, "ignore_rois": ignore_rois}
+        self.work_root = work_root
+        self._scratch: Path | None = None
+        self._bundle_run: BundleInference | None = None
+        self._setup_s: float | None = None
+
+    def start_bundle(self) -> None:
+        """Start the bundle (config, network, weights); its errors are the bundle's, not a patient's."""
         start = time.perf_counter()
         logger.info("starting %s", self.bundle.name)
-        work_root.mkdir(parents=True, exist_ok=True)
-        self._scratch = Path(tempfile.mkdtemp(prefix=".bundle-output.", dir=work_root))
-        try:
-            # Cases go to the bundle's loader in memory (LoadDoseCased takes a DoseCase): writing one as a case
-            # folder and reading it back cost 0.25 s at 128^3. They are never OpenKBP submissions, whatever grid.
-            self._bundle_run = BundleInference(self.bundle, self.config_files, {**self.overrides, "openkbp_csv": False},
-                                               self._scratch)
-        except BaseException:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            raise
-        self._setup_s: float | None = time.perf_counter() - start
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        self._scratch = Path(tempfile.mkdtemp(prefix=".bundle-output.", dir=self.work_root))
+        # Cases go to the bundle's loader in memory (LoadDoseCased takes a DoseCase): writing one as a case folder
+        # and reading it back cost 0.25 s at 128^3. They are never OpenKBP submissions, whatever their grid.
+        self._bundle_run = BundleInference(self.bundle, self.config_files, {**self.overrides, "openkbp_csv": False},
+                                           self._scratch)
+        self._setup_s = time.perf_counter() - start
 
     def __call__(self, dicom_dir: str | Path, out_dir: Path) -> dict:
         """Predict one patient into ``out_dir`` (replaced as a whole); returns its report."""
@@ -210,7 +215,9 @@ class _Predictor:
                              "or use mask_source 'prior'")
         timings["import_s"] = time.perf_counter() - start
 
-        if self._setup_s is not None:  # the first patient's report records the bundle's start
+        if self._bundle_run is None:  # one patient: its folder is checked before the bundle starts
+            self.start_bundle()
+        if self._setup_s is not None:  # the first report of the call records the bundle's start, paid once
             timings["bundle_setup_s"], self._setup_s = self._setup_s, None
 
         start = time.perf_counter()
@@ -232,9 +239,11 @@ class _Predictor:
 
     def close(self) -> None:
         try:
-            self._bundle_run.close()
+            if self._bundle_run is not None:
+                self._bundle_run.close()
         finally:
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> _Predictor:
         return self

@@ -199,6 +199,13 @@ def test_predict_refuses_patient_folders_of_one_name_before_any_work(tmp_path):
     with pytest.raises(FileNotFoundError, match="DICOM folder not found: .*missing"):
         predict(str(first), str(tmp_path / "missing"), out=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+    # a bundle that cannot start stops the call before any patient, not once per patient
+    (tmp_path / "weights.pt").write_bytes(b"")
+    (tmp_path / "c" / "other").mkdir(parents=True)
+    with pytest.raises(ValueError, match="checkpoint .*weights.pt"):
+        predict(str(first), str(tmp_path / "c" / "other"), out=str(tmp_path / "out"),
+                ckpt_path=str(tmp_path / "weights.pt"))
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_predict_refuses_a_grid_the_networks_cannot_take(openkbp_bundles, dicom_patient, tmp_path):
