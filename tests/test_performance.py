@@ -180,33 +180,44 @@ def test_the_inference_handler_prepares_the_engines_network_in_place_as_a_copy_w
     with torch.no_grad():
         copied = prepare_network(network, mode)(x)
         assert all(torch.equal(v, before[k]) for k, v in network.state_dict().items())  # a copy leaves it alone
-        engine = SimpleNamespace(network=network)
+        engine = SimpleNamespace(network=network, state=SimpleNamespace(epoch_length=1))
         OptimiseForInference(mode)(engine)
         assert engine.network is not network
         torch.testing.assert_close(engine.network(x), copied, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("mode", ["frozen", "fast", "bf16"])
-def test_a_second_run_of_the_engine_keeps_the_network_the_handler_prepared(mode):
+def test_a_second_run_of_the_engine_keeps_the_network_the_handler_prepared(mode, monkeypatch):
     from types import SimpleNamespace
 
+    import custom_nets.performance.inference as inference
     from custom_nets.networks import DoseMaskCascade
     from custom_nets.performance import OptimiseForInference
 
+    kept = []
+    monkeypatch.setattr(inference, "keep_freed_memory", lambda: kept.append(True))
     torch.manual_seed(0)
     widths = (2, 4, 8, 16, 32)
     network = DoseMaskCascade(5, (0.3, 0.6, 0.9), widths, widths).eval()
     prior = copy.deepcopy(network.prior)
     x = torch.rand(1, 5, 32, 32, 32)
-    engine, handler = SimpleNamespace(network=network), OptimiseForInference(mode)
+    engine = SimpleNamespace(network=network, state=SimpleNamespace(epoch_length=1))  # one case in its data
+    handler = OptimiseForInference(mode)
     with torch.no_grad():
         handler(engine)  # Events.STARTED of the first run
         prepared, first = engine.network, engine.network(x)
+        assert not kept, "one case gains nothing from keeping freed memory"
         handler(engine)  # and of the second
+        assert kept == ([True] if mode == "bf16" else []), "a second case in bf16 reuses the first one's memory"
         assert engine.network is prepared
         torch.testing.assert_close(engine.network(x), first, rtol=0, atol=0)
         if mode == "bf16":  # the prior is still eager fp32 arithmetic: its thresholded dose cannot move
             torch.testing.assert_close(network.prior.module(x), prior(x), rtol=0, atol=0)
+    kept.clear()
+    several = SimpleNamespace(network=DoseMaskCascade(5, (0.3, 0.6, 0.9), widths, widths),
+                              state=SimpleNamespace(epoch_length=3))
+    OptimiseForInference(mode)(several)  # an engine over three cases keeps freed memory from its first
+    assert kept == ([True] if mode == "bf16" else [])
 
 
 def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
@@ -301,6 +312,45 @@ def test_release_free_memory_hands_freed_heap_blocks_back():
     assert released == "True"
     assert int(before) - int(freed) < 32, "freeing alone should leave the heap blocks resident (glibc)"
     assert int(freed) - int(after) > 100, (before, freed, after)
+
+
+_REUSED_BLOCKS = """
+import resource
+import numpy as np
+from custom_nets.performance.memory import keep_freed_memory, reset_heap
+
+def faults_of_a_64_mb_volume():
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    np.ones(1 << 23)  # every page written, then freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+
+faults_of_a_64_mb_volume()
+mapped = faults_of_a_64_mb_volume()
+kept = keep_freed_memory()
+faults_of_a_64_mb_volume()
+reused = faults_of_a_64_mb_volume()
+reset = reset_heap()
+faults_of_a_64_mb_volume()
+print(mapped, kept, reused, reset, faults_of_a_64_mb_volume())
+"""
+
+
+def test_keep_freed_memory_reuses_large_blocks_until_the_heap_is_reset():
+    import subprocess
+    import sys
+
+    from custom_nets.performance.memory import keep_freed_memory
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("counts page faults of glibc's heap (Linux)")
+    mapped, kept, reused, reset, mapped_again = subprocess.run(
+        [sys.executable, "-c", _REUSED_BLOCKS], capture_output=True, text=True, check=True).stdout.split()
+    assert kept == reset == "True"
+    assert int(mapped) >= 100, "glibc maps a 64 MB block afresh each time (its pages faulted in again)"
+    assert int(reused) < int(mapped) / 10, (mapped, reused)
+    assert int(mapped_again) >= 100, "after reset_heap, blocks are mapped afresh again"
+    with pytest.raises(ValueError, match="max_block_bytes"):
+        keep_freed_memory(0)
 
 
 def test_low_memory_cache_dataset_caches_what_cache_dataset_caches():

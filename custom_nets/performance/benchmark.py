@@ -17,6 +17,7 @@ from custom_nets.networks.complexity import forward_flops, parameter_counts
 from custom_nets.networks.initialisation import random_weights_
 from custom_nets.performance.hardware import peak_memory_mb, reset_peak_memory
 from custom_nets.performance.inference import INFERENCE_MODES, prepare_network, time_forward
+from custom_nets.performance.memory import reset_heap
 from custom_nets.performance.operator_profile import profile_operators
 from custom_nets.performance.training import IterationTimer
 
@@ -46,6 +47,7 @@ def benchmark_inference(bundle: str | Path, config_files: Sequence[str], size: i
     network = network.to(device)
     for mode in modes:
         logger.info("%s: %s forward at %d^3", row["bundle"], mode, size)
+        reset_heap()  # bf16 keeps its freed memory for the process (keep_freed_memory): each mode starts afresh
         if mode == "amp":  # CUDA only: the frozen network under fp16 autocast, as the configs' amp flag runs it
             frozen = prepare_network(network, "frozen").to(device)
 
@@ -80,6 +82,7 @@ def benchmark_training(bundle: str | Path, config_files: Sequence[str], dataset_
     workflow = ConfigWorkflow(config_file=[str(bundle / c) for c in config_files], workflow_type="train",
                               meta_file=str(bundle / "configs" / "metadata.json"),
                               logging_file=str(bundle / "configs" / "logging.conf"), **settings)
+    reset_heap()  # a training process never ran a bf16 prediction (keep_freed_memory)
     workflow.initialize()
     timer.attach(workflow.parser.get_parsed_content("train#trainer"))
     workflow.run()

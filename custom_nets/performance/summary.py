@@ -61,7 +61,9 @@ def markdown_summary(result: dict) -> str:
                       + (f" (its first pass {p['network_first_s']:.2f} s: {p['predict_s'] / p['network_first_s']:.2f}x)"
                          if "network_first_s" in p else "")
                       + (f"; {p['cohort_patients']} patients in one call: {p['cohort_s_per_patient']:.2f} s per "
-                         f"patient, {p['cohort_ratio']:.2f}x" if "cohort_ratio" in p else "")]
+                         f"patient, {p['cohort_ratio']:.2f}x" if "cohort_ratio" in p else "")
+                      + (f" of the network keeping its freed memory ({p['network_kept_memory_s']:.2f} s)"
+                         if "network_kept_memory_s" in p else "")]
     return "\n".join(lines)
 
 
