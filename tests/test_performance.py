@@ -220,6 +220,23 @@ def test_a_second_run_of_the_engine_keeps_the_network_the_handler_prepared(mode,
     assert kept == ([True] if mode == "bf16" else [])
 
 
+@pytest.mark.parametrize("cases", [1, 2])
+def test_a_monai_evaluator_over_several_cases_keeps_freed_memory_in_bf16(cases, monkeypatch):
+    from monai.engines import SupervisedEvaluator
+
+    import custom_nets.performance.inference as inference
+    from custom_nets.performance import OptimiseForInference
+
+    kept = []
+    monkeypatch.setattr(inference, "keep_freed_memory", lambda: kept.append(True))
+    widths = (2, 4, 8, 16, 32)
+    data = [{"image": torch.rand(1, 5, 32, 32, 32), "label": torch.rand(1, 1, 32, 32, 32)} for _ in range(cases)]
+    evaluator = SupervisedEvaluator(torch.device("cpu"), data, CascadeUNet(5, widths, widths),
+                                    val_handlers=[OptimiseForInference("bf16")])
+    evaluator.run()  # the engine's length is known at Events.STARTED, when the handler prepares the network
+    assert kept == [True] * (cases > 1)
+
+
 def test_benchmark_runs_at_reduced_settings(openkbp_mini_datalist, tmp_path):
     from dosepred.benchmark import benchmark
 
