@@ -18,8 +18,8 @@ and one in bf16:
   products in bf16, which CPUs with AVX512-BF16 or AMX run about twice as fast as fp32; instance-norm statistics
   in fp32), not scripted; the output is float32. A mask variant's prior stays fp32, so its thresholds do not move.
   A run over several cases keeps its freed memory for reuse (:func:`keep_freed_memory`, by
-  :class:`OptimiseForInference`): at 128^3 each case after the first two about 1.3x faster here, the process
-  1.1 GB larger; one case alone gains nothing from it.
+  :class:`OptimiseForInference`): at 128^3 each `predict` patient after the first 1.2-1.4x faster here, the
+  process 0.45 GB larger; one case alone gained nothing from it.
 
 ``auto``, the bundles' default, is ``bf16`` on a CPU with native bf16 and ``frozen`` elsewhere (CUDA's fp16 is the
 configs' ``amp``). The bundles' inference configs pick the mode (``inference_mode``); :class:`OptimiseForInference`
