@@ -362,10 +362,13 @@ def test_keep_freed_memory_reuses_large_blocks_until_the_heap_is_reset():
         pytest.skip("counts page faults of glibc's heap (Linux)")
     mapped, kept, reused, reset, mapped_again = subprocess.run(
         [sys.executable, "-c", _REUSED_BLOCKS], capture_output=True, text=True, check=True).stdout.split()
-    assert kept == reset == "True"
-    assert int(mapped) >= 100, "glibc maps a 64 MB block afresh each time (its pages faulted in again)"
+    if kept == "False":
+        pytest.skip("the C library is not glibc")
+    assert reset == "True"
+    # 16: a 64 MB block is 32 faults even where the kernel backs it with 2 MB pages
+    assert int(mapped) >= 16, "glibc maps a 64 MB block afresh each time (its pages faulted in again)"
     assert int(reused) < int(mapped) / 10, (mapped, reused)
-    assert int(mapped_again) >= 100, "after reset_heap, blocks are mapped afresh again"
+    assert int(mapped_again) >= 16, "after reset_heap, blocks are mapped afresh again"
     with pytest.raises(ValueError, match="max_block_bytes"):
         keep_freed_memory(0)
 
