@@ -19,7 +19,7 @@ from custom_nets.io.datalist import load_datalist
 from custom_nets.io.dicom.export import write_dicom_case
 from custom_nets.metrics.case_evaluation import evaluate_case
 from custom_nets.networks.initialisation import random_weights_
-from custom_nets.performance.inference import prepare_network, time_forward
+from custom_nets.performance.inference import keeps_freed_memory, prepare_network, time_forward
 from custom_nets.performance.memory import keep_freed_memory, reset_heap
 from custom_nets.performance.scoring import benchmark_scoring
 from custom_nets.phantoms import make_phantom
@@ -119,7 +119,7 @@ def time_predict(bundle: Path, config_files: list[str], overrides: dict, size: i
         row["ratio"] = total / row["network_s"]
         if cohort:
             network_s = row["network_s"]
-            if mode == "bf16" and device.type == "cpu":  # as a run over several cases has it
+            if keeps_freed_memory(mode, device):  # as a run over several cases has it
                 keep_freed_memory()
                 network_s = row["network_kept_memory_s"] = time_forward(prepared, x, warmup=1, repeats=3)["median_s"]
             row["cohort_ratio"] = row["cohort_s_per_patient"] / network_s
