@@ -17,7 +17,7 @@ from monai.transforms import Compose, Randomizable
 
 from custom_nets.distributed import is_main_process
 from custom_nets.options import as_bool, as_optional_bool
-from custom_nets.performance.hardware import cpu_has_native_bf16
+from custom_nets.performance.hardware import cpu_has_native_bf16, warn_if_bf16_is_emulated
 from custom_nets.performance.wide_kernel_conv import guard_wide_kernel_convolutions
 
 __all__ = ["RaiseOnNonFiniteLoss", "lower_is_better", "latest_checkpoint", "attach_checkpoints", "trainable_parameters",
@@ -65,6 +65,8 @@ def use_cpu_bf16(device: str | torch.device, enabled: bool | str | None = None) 
         return on_cpu and cpu_has_native_bf16()
     if enabled and not on_cpu:
         raise ValueError(f"cpu_bf16 is for training on a CPU, but the device is {device} (use amp on CUDA)")
+    if enabled:
+        warn_if_bf16_is_emulated("cpu_bf16 true")
     return bool(enabled)
 
 

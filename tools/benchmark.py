@@ -51,6 +51,14 @@ def _time_conversion(source: Path, work: Path) -> tuple[dict, Path]:
     return {"patients": patients, "s_per_patient": seconds / patients}, datalist
 
 
+def _natively_run(modes: list[str], device: torch.device, what: str) -> list[str]:
+    """``modes`` without bf16 on a CPU that emulates it (50-200x slower than fp32: hours at 128^3)."""
+    if device.type != "cpu" or cpu_has_native_bf16() or "bf16" not in modes:
+        return modes
+    print(f"{what}: bf16 left out: this CPU has no native bf16 (AVX512-BF16 or AMX) and emulates it")
+    return [m for m in modes if m != "bf16"]
+
+
 def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: str = "paper", profile: str = "openkbp",
               modes: str | list = ",".join(INFERENCE_MODES), warmup: int = 1, repeats: int = 3,
               train: str | list = "cpu", train_iterations: int = 3, train_precisions: str | list = "fp32,bf16",
@@ -64,7 +72,8 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
 
     Args:
         size: inference input edge (128 is the papers' grid); widths: "paper" or "cpu" (configs/cpu.json).
-        modes: inference modes among eager, torchscript, frozen, fast (on CUDA, amp is added: fp16 autocast).
+        modes: inference modes among eager, torchscript, frozen, fast, bf16 (on CUDA, amp is added: fp16 autocast).
+            bf16, here and in predict, is timed on CPUs with native bf16 only (emulated, it takes hours at 128^3).
         train: training profiles to time among "cpu" (configs/cpu.json) and "128" (the paper's 128^3 patches);
             "" for none. Mask variants train with masks from the planned dose (mask_source reference), so no
             trained prior is needed.
@@ -94,7 +103,8 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
     print(f"fp32 matrix product: {result['matmul_peak_gflops']:.1f} GFLOP/s on {dev} ({result['threads']} threads)")
     cpu_widths = widths == "cpu"
     names = as_list(bundles)
-    inference_modes = as_list(modes) + (["amp"] if dev.type == "cuda" and "amp" not in as_list(modes) else [])
+    inference_modes = _natively_run(as_list(modes), dev, "inference") + (
+        ["amp"] if dev.type == "cuda" and "amp" not in as_list(modes) else [])
     result["inference"] = [
         benchmark_inference(_bundle_dir(n), profile_configs("inference", profile, cpu_widths), size, dev,
                             result["matmul_peak_gflops"], extra, inference_modes, warmup, repeats,
@@ -111,8 +121,8 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
         if scoring_submission and scoring_reference:
             result["scoring_given"] = benchmark_scoring(scoring_submission, scoring_reference, official_open_kbp)
         result["training"] = []
-        precisions = [p for p in as_list(train_precisions) if p == "fp32" or (p == "bf16" and dev.type == "cpu"
-                                                                             and cpu_has_native_bf16())]
+        precisions = [p for p in _natively_run(as_list(train_precisions), dev, "training")
+                      if p == "fp32" or (p == "bf16" and dev.type == "cpu")]
         for name in names:
             mask_set = json.loads((_bundle_dir(name) / "configs" / "train.json").read_text()).get("dose_mask_set")
             # masks from the planned dose, no prior: the bundle's shipped prior has other widths than a timing run
@@ -129,7 +139,8 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
                     result["training"].append({"profile": train_profile, "precision": precision, **row, **mask})
         if as_list(predict):
             configs = profile_configs("inference", "openkbp", cpu_widths)
-            result["predict"] = time_predict(_bundle_dir(names[0]), configs, extra, size, dev, work, as_list(predict))
+            result["predict"] = time_predict(_bundle_dir(names[0]), configs, extra, size, dev, work,
+                                             _natively_run(as_list(predict), dev, "predict"))
     out_path = Path(out)
     write_text_atomic(out_path, json.dumps(result, indent=1, default=float) + "\n")
     table = markdown_summary(result)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from custom_nets.performance.fused_norm import fuse_instance_norm_activations
-from custom_nets.performance.hardware import cpu_has_native_bf16, synchronize
+from custom_nets.performance.hardware import cpu_has_native_bf16, synchronize, warn_if_bf16_is_emulated
 from custom_nets.performance.memory import keep_freed_memory
 from custom_nets.performance.onednn_conv import route_convolutions_to_onednn
 
@@ -102,12 +102,19 @@ def make_bf16(network: nn.Module) -> nn.Module:
 
 def resolve_mode(mode: str, device: torch.device) -> str:
     """The concrete mode ``mode`` stands for on ``device``: ``auto`` is ``bf16`` on a CPU with native bf16
-    (measured: 0.002 Gy on the dose score of the 33 OpenKBP validation patients), ``frozen`` elsewhere."""
+    (measured: 0.002 Gy on the dose score of the 33 OpenKBP validation patients), ``frozen`` elsewhere. ``bf16``
+    asked for on a CPU that emulates it is kept, with a warning (:func:`warn_if_bf16_is_emulated`)."""
+    _check_mode(mode)
     if mode == AUTO:
         return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "frozen"
-    if mode not in INFERENCE_MODES:
-        raise ValueError(f"unknown inference mode {mode!r}; choose from {(AUTO, *INFERENCE_MODES)}")
+    if mode == "bf16" and device.type == "cpu":
+        warn_if_bf16_is_emulated("inference_mode bf16")
     return mode
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in (AUTO, *INFERENCE_MODES):
+        raise ValueError(f"unknown inference mode {mode!r}; choose from {(AUTO, *INFERENCE_MODES)}")
 
 
 def keeps_freed_memory(mode: str, device: torch.device) -> bool:
@@ -144,7 +151,7 @@ class OptimiseForInference:
     for reuse (:func:`keep_freed_memory`)."""
 
     def __init__(self, mode: str = AUTO) -> None:
-        resolve_mode(mode, torch.device("cpu"))  # refuses an unknown mode before any work
+        _check_mode(mode)  # before any work; the device is known at STARTED
         self.mode = mode
         self._prepared: nn.Module | None = None
         self._keep_freed_memory = False
