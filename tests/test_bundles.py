@@ -269,6 +269,7 @@ def test_evaluate_config_writes_the_dosimetric_tables(openkbp_bundles, openkbp_m
     out = openkbp_bundles / "cascunet_basic" / "eval" / "validation"
     run = load_evaluation(out)
     assert run.case_ids == ["pt_201", "pt_202"] and run.info["gamma"]["distance_mm"] == 2.0
+    assert run.info["gamma"]["interp_fraction"] == 3  # the fixture's override reached gamma
     for entry in load_datalist(openkbp_mini_datalist, "validation"):
         case = read_case(entry["case"])
         predicted = read_predicted_dose(out / "predictions" / case.case_id / "dose_pred.nii.gz", case.affine,
