@@ -52,7 +52,8 @@ def _time_conversion(source: Path, work: Path) -> tuple[dict, Path]:
 
 
 def _natively_run(modes: list[str], device: torch.device, what: str) -> list[str]:
-    """``modes`` without bf16 on a CPU that emulates it (50-200x slower than fp32: hours at 128^3)."""
+    """``modes`` without bf16 on a CPU that emulates it (50-200x slower than fp32: a 128^3 pass of the paper
+    widths had not ended after 15 min)."""
     if device.type != "cpu" or cpu_has_native_bf16() or "bf16" not in modes:
         return modes
     print(f"{what}: bf16 left out: this CPU has no native bf16 (AVX512-BF16 or AMX) and emulates it")
@@ -73,7 +74,7 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
     Args:
         size: inference input edge (128 is the papers' grid); widths: "paper" or "cpu" (configs/cpu.json).
         modes: inference modes among eager, torchscript, frozen, fast, bf16 (on CUDA, amp is added: fp16 autocast).
-            bf16, here and in predict, is timed on CPUs with native bf16 only (emulated, it takes hours at 128^3).
+            bf16, here and in predict, is timed on CPUs with native bf16 only (``native_bf16`` in the result).
         train: training profiles to time among "cpu" (configs/cpu.json) and "128" (the paper's 128^3 patches);
             "" for none. Mask variants train with masks from the planned dose (mask_source reference), so no
             trained prior is needed.
@@ -98,7 +99,7 @@ def benchmark(bundles: str | list = "cascunet_basic", size: int = 128, widths: s
         torch.backends.cudnn.benchmark = True
     extra = as_mapping(overrides, "overrides") or {}
     result: dict = {"device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "size": size, "widths": widths, "profile": profile}
+                    "size": size, "widths": widths, "profile": profile, "native_bf16": cpu_has_native_bf16()}
     result["matmul_peak_gflops"] = matmul_gflops(dev)
     print(f"fp32 matrix product: {result['matmul_peak_gflops']:.1f} GFLOP/s on {dev} ({result['threads']} threads)")
     cpu_widths = widths == "cpu"

@@ -44,7 +44,8 @@ class EmulatedBf16Warning(UserWarning):
 def warn_if_bf16_is_emulated(option: str) -> None:
     """Warn that ``option`` (e.g. ``inference_mode bf16``) asks for bf16 on a CPU without native bf16: emulated,
     a cascade's convolutions ran 50-200x slower than fp32 (torch 2.13, AVX2 EPYC: 36 s against 0.17-0.68 s for a
-    32^3 pass), so a 128^3 prediction takes hours. Results are right, only slow: a warning, not an error."""
+    32^3 pass of the CPU widths; one 128^3 pass of the paper widths had not ended after 15 min). Results are right,
+    only slow: a warning, not an error."""
     if not cpu_has_native_bf16():
         warnings.warn(f"{option}: this CPU has no native bf16 (AVX512-BF16 or AMX) and emulates it, 50-200x slower "
                       "than fp32; leave the option at its default (auto), which runs fp32 here",
