@@ -112,7 +112,7 @@ def openkbp_bundles(openkbp_mini_datalist, tmp_path_factory) -> Path:
              "--iterations_per_epoch", "2", "--num_workers", "0"],
             ["run", "--config_file", CONFIGS["infer"], *dataset, *TINY, "--split", "validation"],
             # gamma at a search step of DTA/3 instead of DTA/10: untrained doses leave every voxel searched to the
-            # full radius (15 of the 38 s of two cases' evaluation on a 2-core AVX2 machine); test_evaluation_metrics
+            # full radius (15 s of a 38 s evaluate run of two cases on a 2-core AVX2 machine); test_evaluation_metrics
             # holds gamma to an exhaustive search at the default step
             ["run", "--config_file", CONFIGS["evaluate"], *dataset, *TINY, "--gamma_criteria#interp_fraction", "3"]],
             env=env)
