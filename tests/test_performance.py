@@ -405,9 +405,10 @@ def test_bf16_asked_for_on_a_cpu_that_emulates_it_warns_and_the_benchmark_leaves
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert resolve_mode("bf16", torch.device("cpu")) == "bf16"  # still what was asked: right, only slow
+        prepare_network(nn.Conv3d(1, 1, 1), "bf16")  # where bf16 is applied: the one warning of a run
         assert use_cpu_bf16("cpu", "true") is True
         resolve_mode("bf16", torch.device("cuda"))
-        resolve_mode("fast", torch.device("cpu"))
+        prepare_network(nn.Conv3d(1, 1, 1), "fast")
         OptimiseForInference("bf16")  # the device is not known yet
     messages = [str(w.message) for w in caught if issubclass(w.category, hardware.EmulatedBf16Warning)]
     assert [m.split(":")[0] for m in messages] == ([] if native else ["inference_mode bf16", "cpu_bf16 true"])

@@ -103,12 +103,10 @@ def make_bf16(network: nn.Module) -> nn.Module:
 def resolve_mode(mode: str, device: torch.device) -> str:
     """The concrete mode ``mode`` stands for on ``device``: ``auto`` is ``bf16`` on a CPU with native bf16
     (measured: 0.002 Gy on the dose score of the 33 OpenKBP validation patients), ``frozen`` elsewhere. ``bf16``
-    asked for on a CPU that emulates it is kept, with a warning (:func:`warn_if_bf16_is_emulated`)."""
+    asked for on a CPU that emulates it is kept (:func:`prepare_network` warns)."""
     _check_mode(mode)
     if mode == AUTO:
         return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "frozen"
-    if mode == "bf16" and device.type == "cpu":
-        warn_if_bf16_is_emulated("inference_mode bf16")
     return mode
 
 
@@ -127,8 +125,12 @@ def keeps_freed_memory(mode: str, device: torch.device) -> bool:
 def prepare_network(network: nn.Module, mode: str = "frozen", in_place: bool = False) -> nn.Module:
     """A copy of ``network`` ready to time or run in ``mode`` (``auto`` or one of :data:`INFERENCE_MODES`); with
     ``in_place``, ``network`` itself is changed (``fast`` and ``bf16`` fuse its norms and change its layout) and
-    no copy of the weights is made."""
-    mode = resolve_mode(mode, next(network.parameters()).device)
+    no copy of the weights is made. ``bf16`` on a CPU that emulates it warns (:func:`warn_if_bf16_is_emulated`):
+    here, where it is applied, so a run warns once however often its mode is resolved."""
+    device = next(network.parameters()).device
+    mode = resolve_mode(mode, device)
+    if mode == "bf16" and device.type == "cpu":
+        warn_if_bf16_is_emulated("inference_mode bf16")
     network = (network if in_place else copy.deepcopy(network)).eval()
     if mode == "eager":
         return network
