@@ -24,7 +24,8 @@ from custom_nets.bundles.render import RUN_OUTPUTS
 from custom_nets.io.atomic import write_text_atomic
 from custom_nets.performance.benchmark import benchmark_inference, benchmark_training
 from custom_nets.performance.end_to_end import time_evaluation, time_predict, time_scoring
-from custom_nets.performance.hardware import cpu_has_native_bf16, cpu_threads, matmul_gflops, select_device
+from custom_nets.performance.hardware import (EMULATED_BF16, cpu_has_native_bf16, cpu_threads, matmul_gflops,
+                                                select_device)
 from custom_nets.performance.inference import INFERENCE_MODES
 from custom_nets.performance.scoring import benchmark_scoring
 from custom_nets.performance.summary import markdown_summary
@@ -56,7 +57,7 @@ def _natively_run(modes: list[str], device: torch.device, what: str) -> list[str
     widths had not ended after 15 min)."""
     if device.type != "cpu" or cpu_has_native_bf16() or "bf16" not in modes:
         return modes
-    print(f"{what}: bf16 left out: this CPU has no native bf16 (AVX512-BF16 or AMX) and emulates it")
+    print(f"{what}: bf16 left out: {EMULATED_BF16}")
     return [m for m in modes if m != "bf16"]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["select_device", "cpu_threads", "synchronize", "matmul_gflops", "reset_peak_memory", "peak_memory_mb",
-           "cpu_has_native_bf16", "EmulatedBf16Warning", "warn_if_bf16_is_emulated"]
+           "cpu_has_native_bf16", "EMULATED_BF16", "EmulatedBf16Warning", "warn_if_bf16_is_emulated"]
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
@@ -37,6 +37,10 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
+#: Why bf16 is not used on a CPU without native bf16, as the warning and the benchmark say it.
+EMULATED_BF16 = "this CPU has no native bf16 (AVX512-BF16 or AMX) and emulates it, 50-200x slower than fp32"
+
+
 class EmulatedBf16Warning(UserWarning):
     """bf16 asked for on a CPU that emulates it."""
 
@@ -47,8 +51,7 @@ def warn_if_bf16_is_emulated(option: str) -> None:
     32^3 pass of the CPU widths; one 128^3 pass of the paper widths had not ended after 15 min). Results are right,
     only slow: a warning, not an error."""
     if not cpu_has_native_bf16():
-        warnings.warn(f"{option}: this CPU has no native bf16 (AVX512-BF16 or AMX) and emulates it, 50-200x slower "
-                      "than fp32; leave the option at its default (auto), which runs fp32 here",
+        warnings.warn(f"{option}: {EMULATED_BF16}; leave the option at its default (auto), which runs fp32 here",
                       EmulatedBf16Warning, stacklevel=3)
 
 
